@@ -1,0 +1,17 @@
+"""SRADM super-resolution as a diffusers pipeline.
+
+Public API: ``SRADMPipeline``, ``SRADMUNet``, ``RRDBEncoder``, ``build_pipeline``, ``imresize``.
+"""
+
+# The diffusers pipeline loader resolves a component's base class as an attribute of the library named in
+# model_index.json ("sradm_diffusers"), so ModelMixin must be reachable here. It is not part of our API.
+from diffusers import ModelMixin  # noqa: F401
+
+from .imresize import imresize
+from .models import RRDBEncoder, SRADMUNet
+from .pipeline import SRADMPipeline
+from .presets import PRESETS, build_pipeline
+
+__version__ = "0.1.0"
+
+__all__ = ["PRESETS", "RRDBEncoder", "SRADMPipeline", "SRADMUNet", "build_pipeline", "imresize"]

@@ -1,0 +1,216 @@
+"""SRADMPipeline: diffusion super-resolution by residual prediction over a bicubic upsample."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from .hub import resolve_pipeline_folder
+from .image_processing import OUTPUT_TYPES, ImageInput, postprocess, preprocess
+from .imresize import imresize
+from .models import RRDBEncoder, SRADMUNet
+
+# Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
+_LIBRARY = "sradm_diffusers"
+
+
+def _pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Mirror-pad (B, C, H, W) on the bottom/right; replicate where the image is too small to mirror."""
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class SRADMPipeline(DiffusionPipeline):
+    """Single-image super-resolution with SRADM.
+
+    The RRDB encoder and ``unet.condition`` turn the LR image into HR-size conditioning once per image; the scheduler
+    then denoises a residual x_0 from Gaussian noise, and the result is ``up(LR) + x_0 / residual_scale`` with
+    ``up`` the MATLAB-compatible bicubic upsample (:func:`sradm_diffusers.imresize`).
+
+    Args:
+        unet: the noise predictor.
+        lr_encoder: the RRDB encoder (frozen during diffusion training).
+        scheduler: any diffusers scheduler; the stored default is ``DDPMScheduler`` with the reference's 100-step
+            cosine schedule and x_0 clipped to [-1, 1], the residual's range.
+        upscale_factor: SR factor s; must equal both components' ``upscale_factor``.
+        residual_scale: x_0 = (HR - up(LR)) * residual_scale during training (2.0 in the reference), so the model's
+            [-1, 1] range covers residuals up to +-0.5 image units.
+    """
+
+    model_cpu_offload_seq = "lr_encoder->unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        unet: SRADMUNet,
+        lr_encoder: RRDBEncoder,
+        scheduler: SchedulerMixin,
+        upscale_factor: int | None = None,
+        residual_scale: float = 2.0,
+    ):
+        super().__init__()
+        upscale_factor = unet.config.upscale_factor if upscale_factor is None else upscale_factor
+        factors = {
+            "pipeline upscale_factor": upscale_factor,
+            "unet.config.upscale_factor": unet.config.upscale_factor,
+            "lr_encoder.config.upscale_factor": lr_encoder.config.upscale_factor,
+        }
+        if len(set(factors.values())) != 1:
+            raise ValueError(
+                f"Components disagree on the upscale factor: {factors}. Build the U-Net, the encoder and the "
+                "pipeline for one factor (e.g. build_pipeline(name, upscale_factor=s))."
+            )
+        if unet.config.cond_channels != lr_encoder.out_channels:
+            raise ValueError(
+                f"unet.config.cond_channels={unet.config.cond_channels} but the lr_encoder produces "
+                f"{lr_encoder.out_channels} feature channels; build the U-Net with cond_channels=lr_encoder.out_channels."
+            )
+        if residual_scale <= 0:
+            raise ValueError(f"residual_scale must be positive, got {residual_scale}.")
+        self.register_modules(unet=unet, lr_encoder=lr_encoder, scheduler=scheduler)
+        self.register_to_config(upscale_factor=upscale_factor, residual_scale=residual_scale)
+
+    def register_to_config(self, **kwargs):
+        # diffusers records a component of an unknown library by its defining module; record the public name.
+        for name, value in kwargs.items():
+            if isinstance(value, (tuple, list)) and len(value) == 2 and str(value[0]).startswith(_LIBRARY + "."):
+                kwargs[name] = (_LIBRARY, value[1])
+        super().register_to_config(**kwargs)
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """Fetch (or find in the local cache) a Hub repository holding an SRADM pipeline; returns its folder."""
+        return resolve_pipeline_folder(pretrained_model_name, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a local pipeline folder or a Hub repository id (works offline from the Hub cache).
+
+        See ``diffusers.DiffusionPipeline.from_pretrained`` for the keyword arguments.
+        """
+        from .hub import check_pipeline_folder, explain_load_error
+
+        if os.path.isdir(pretrained_model_name_or_path):
+            check_pipeline_folder(pretrained_model_name_or_path)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (RuntimeError, ValueError, OSError) as error:
+            raise explain_load_error(pretrained_model_name_or_path, error) from error
+
+    def check_inputs(self, num_inference_steps: int, num_images_per_prompt: int, output_type: str, callback_inputs):
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+        max_steps = self.scheduler.config.num_train_timesteps
+        if num_inference_steps > max_steps:
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps} exceeds the scheduler's num_train_timesteps={max_steps}; "
+                f"use at most {max_steps} steps."
+            )
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Unknown output_type {output_type!r}; use one of {', '.join(OUTPUT_TYPES)}.")
+        unknown = [k for k in callback_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs has {unknown}; allowed: {self._callback_tensor_inputs}."
+            )
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        """Pass ``eta``/``generator`` only to schedulers whose ``step`` accepts them."""
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        extra = {}
+        if "eta" in params:
+            extra["eta"] = eta
+        if "generator" in params:
+            extra["generator"] = generator
+        return extra
+
+    def encode_condition(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR (B, 3, h, w) in [-1, 1], already padded -> HR-size conditioning (B, C, s*h, s*w). Once per image."""
+        features = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype))
+        return self.unet.condition(features.to(dtype=self.unet.dtype))
+
+    def _lr_padding(self, height: int, width: int) -> tuple[int, int]:
+        """LR padding that makes the HR size a multiple of the U-Net's ``size_multiple``."""
+        multiple = self.unet.size_multiple // math.gcd(self.unet.size_multiple, self.config.upscale_factor)
+        return (-height) % multiple, (-width) % multiple
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: ImageInput | list[ImageInput],
+        num_inference_steps: int = 100,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+    ) -> ImagePipelineOutput | tuple:
+        """Super-resolve ``image`` by ``upscale_factor``.
+
+        Args:
+            image: LR image(s): PIL, numpy HWC (uint8 or float in [0, 1]), torch CHW/BCHW in [0, 1], or a list
+                (see :mod:`sradm_diffusers.image_processing` for modes and alpha).
+            num_inference_steps: denoising steps (at most the scheduler's ``num_train_timesteps``).
+            generator: one generator, or one per output image (``len(images) * num_images_per_prompt``).
+            latents: optional x_T of shape (B * num_images_per_prompt, 3, s*h, s*w); overrides ``generator``
+                for the initial noise (ancestral schedulers still draw per-step noise from ``generator``).
+            num_images_per_prompt: K different SR samples per input; outputs are grouped by input.
+            eta: DDIM's eta, passed only to schedulers that accept it.
+            output_type: "pil", "np" (B, H, W, 3) in [0, 1], or "pt" (B, 3, H, W) in [0, 1].
+            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step; a returned
+                "latents" replaces the current x_t.
+
+        Returns:
+            ``ImagePipelineOutput`` with ``images`` of size (s*h, s*w), or a tuple if ``return_dict`` is False.
+        """
+        self.check_inputs(num_inference_steps, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
+        device = self._execution_device
+        scale = self.config.upscale_factor
+
+        lr = preprocess(image).to(device)
+        lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
+        batch, _, height, width = lr.shape
+        up = imresize(lr, scale).clamp(-1.0, 1.0)
+
+        pad_h, pad_w = self._lr_padding(height, width)
+        cond = self.encode_condition(_pad_bottom_right(lr, pad_h, pad_w))
+
+        hr_shape = (batch, 3, height * scale, width * scale)
+        if latents is None:
+            latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != hr_shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {hr_shape} for this input.")
+        latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            model_input = self.scheduler.scale_model_input(latents, t)
+            noise_pred = self.unet(model_input, t, cond).sample
+            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                available = {"latents": latents}
+                tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+
+        residual = latents[:, :, : height * scale, : width * scale].float() / self.config.residual_scale
+        sr = (up + residual).clamp(-1.0, 1.0)
+        self.maybe_free_model_hooks()
+
+        images = postprocess(sr, output_type)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)

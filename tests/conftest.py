@@ -1,0 +1,30 @@
+import os
+
+# Tests never reach the network; set before huggingface_hub reads its constants.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def tiny_pipe():
+    from sradm_diffusers import build_pipeline
+
+    torch.manual_seed(0)
+    pipe = build_pipeline("tiny", upscale_factor=4)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def lr_image():
+    """A 37x29 (w x h) RGB uint8 image with structure (gradients + a square)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:29, 0:37]
+    image = np.stack([x * 6, y * 8, (x + y) * 3], axis=-1).astype(np.float32)
+    image[8:18, 10:20] = 220
+    image += rng.normal(0, 4, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
