@@ -171,7 +171,8 @@ def imresize(
             raise ValueError(f"imresize: numpy input must be (H, W) or (H, W, C), got shape {x.shape}.")
         if x.dtype != np.uint8 and x.dtype.type not in _NUMPY_FLOATS:
             raise TypeError(f"imresize: numpy dtype {x.dtype} is not supported; use uint8 or float16/32/64.")
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        # A copy when the array is read-only (e.g. np.asarray(PIL image)): torch cannot wrap those.
+        t = torch.from_numpy(np.ascontiguousarray(x) if x.flags.writeable else np.array(x))
         t = t.movedim(-1, 0) if x.ndim == 3 else t
         out = imresize(t, scale, size=size, antialiasing=antialiasing)
         out = out.movedim(0, -1) if x.ndim == 3 else out
