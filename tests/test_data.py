@@ -228,6 +228,20 @@ def test_pair_dataset_skips_and_counts_without_crashing(image_folder, tmp_path):
     assert empty["hr"] is None and empty["num_skipped"] == 2
 
 
+def test_image_cache_gives_the_same_pairs_and_still_skips(image_folder, tmp_path):
+    dataset = _load(image_folder, tmp_path)
+    plain = D.PairDataset(dataset, resolution=32, scale=4, seed=1)
+    cached = D.PairDataset(dataset, resolution=32, scale=4, seed=1, cache_images=True)
+    for epoch in (0, 1):  # the second epoch reads from the cache
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"])
+
+
 def test_crops_are_deterministic_in_seed_epoch_and_index():
     same_image = [{"image": _noise_image(64, 64, 7)}] * 4
     a = D.PairDataset(same_image, 16, 4, seed=3)
