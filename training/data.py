@@ -613,6 +613,7 @@ def make_train_dataset(dataset, resolution: int, scale: int, **kwargs):
     import datasets
 
     if isinstance(dataset, datasets.IterableDataset):
+        kwargs.pop("cache_images", None)  # a stream is read once per epoch: nothing to reuse
         return IterablePairDataset(dataset, resolution, scale, **kwargs)
     for key in ("shuffle_buffer_size", "rank", "world_size"):
         kwargs.pop(key, None)

@@ -1,0 +1,396 @@
+"""Helpers of ``training/train.py`` that do not need a model: recipe files, checkpoints, data order, LR schedule.
+
+Kept apart from the training loop so that each can be read (and tested) on its own:
+
+- :func:`load_recipe` / :func:`apply_recipe`: ``--config FILE`` recipes whose values the command line overrides.
+- :func:`list_checkpoints`, :func:`resolve_resume_checkpoint`, :func:`save_checkpoint_atomic`,
+  :func:`prune_checkpoints`: ``checkpoint-<step>`` folders that are either complete or absent.
+- :class:`ShardedEpochSampler`: the data order as a pure function of (seed, epoch, process), so a resumed run sees
+  exactly the batches the uninterrupted run would have seen.
+- :func:`build_lr_scheduler`: diffusers' schedules plus the reference's step decay.
+- :func:`derive_seed`: per-step random streams that do not depend on what ran before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+STAGES = ("encoder", "diffusion")
+CHECKPOINT_PREFIX = "checkpoint-"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+TMP_SUFFIX = ".tmp"
+
+
+# ----------------------------------------------------------------------------------------------------- recipes
+def load_recipe(path: str, stage: str | None) -> dict[str, Any]:
+    """Read a recipe file and return the flag values it sets for ``stage``.
+
+    A recipe is a JSON object (or YAML mapping for ``.yaml``/``.yml`` files, when PyYAML is installed) whose keys
+    are flag names without the leading dashes (``learning_rate``, ``train_batch_size``, ...). Optional sections
+    ``"encoder"`` and ``"diffusion"`` hold the values of one stage; they override the top-level values, and the one
+    used is chosen by ``--stage`` (on the command line or as a top-level ``"stage"`` key). Keys starting with ``_``
+    (e.g. ``"_comment"``) are ignored.
+
+    Raises:
+        ValueError: unreadable file, not a mapping, or sections present but no stage chosen.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path!r} does not exist; pass the path of a recipe file (training/configs/*.json).")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError as error:
+            raise ValueError(
+                f"--config {path!r} is YAML but PyYAML is not installed; pip install pyyaml or use JSON."
+            ) from error
+        try:
+            recipe = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--config {path!r} is not valid YAML: {error}") from error
+    else:
+        try:
+            recipe = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {path!r} is not valid JSON: {error}") from error
+    if not isinstance(recipe, dict):
+        raise ValueError(f"--config {path!r} must hold a JSON object of flag values, got {type(recipe).__name__}.")
+
+    sections = {name: recipe.get(name) for name in STAGES if name in recipe}
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise ValueError(f"Section {name!r} of {path!r} must be an object of flag values, got {section!r}.")
+    values = {k: v for k, v in recipe.items() if k not in STAGES and not k.startswith("_")}
+    stage = stage or values.get("stage")
+    if sections:
+        if stage is None:
+            raise ValueError(
+                f"{path!r} has per-stage sections {sorted(sections)}; choose one with --stage "
+                f"{'|'.join(STAGES)}."
+            )
+        if stage not in STAGES:
+            raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}.")
+        values.update({k: v for k, v in (sections.get(stage) or {}).items() if not k.startswith("_")})
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def _check_value(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    """Validate (and where needed convert) one recipe value the way argparse would treat the flag."""
+    where = f"{key!r} in {path!r}"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}.")
+        return value
+    if value is None:
+        return None
+    if action.type in (int, float):
+        if isinstance(value, str):
+            try:
+                value = action.type(value)
+            except ValueError as error:
+                raise ValueError(f"{where} must be a number, got {value!r}.") from error
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {value!r}.")
+        if action.type is int:
+            if float(value) != int(value):
+                raise ValueError(f"{where} must be an integer, got {value!r}.")
+            value = int(value)
+        else:
+            value = float(value)
+    elif not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r}.")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where} is {value!r}; choose one of {', '.join(map(str, action.choices))}.")
+    return value
+
+
+def apply_recipe(parser: argparse.ArgumentParser, recipe: dict[str, Any], path: str) -> None:
+    """``parser.set_defaults`` from a recipe after checking every key is a flag and every value fits it.
+
+    Raises:
+        ValueError: an unknown key (with the closest flag names) or a value of the wrong type / not in the choices.
+    """
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    unknown = [key for key in recipe if key not in actions]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, actions, n=2)
+            hints.append(f"{key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"{path!r} sets unknown option(s) {', '.join(hints)}. Recipe keys are the flag names of "
+            "training/train.py without dashes; see `python training/train.py --help`."
+        )
+    parser.set_defaults(**{key: _check_value(actions[key], key, value, path) for key, value in recipe.items()})
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints in ``output_dir`` as (step, path), oldest first.
+
+    Only folders named exactly ``checkpoint-<step>`` count: an unfinished save (``checkpoint-<step>.tmp``) is
+    never listed, so ``--resume_from_checkpoint latest`` cannot pick it.
+    """
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_RE.match(name)
+        path = os.path.join(output_dir, name)
+        if match and os.path.isdir(path):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_resume_checkpoint(resume: str | None, output_dir: str) -> str | None:
+    """Path of the checkpoint to resume from, or None to start fresh.
+
+    ``resume`` is "latest" (newest complete checkpoint in ``output_dir``; None if there is none), a path, or a
+    folder name inside ``output_dir``.
+
+    Raises:
+        ValueError: an explicit checkpoint that does not exist or is an unfinished ``.tmp`` save.
+    """
+    if not resume:
+        return None
+    if resume == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1][1] if checkpoints else None
+    path = resume if os.path.isdir(resume) else os.path.join(output_dir, resume)
+    if path.rstrip("/").endswith(TMP_SUFFIX):
+        raise ValueError(f"{resume!r} is an unfinished checkpoint (a save that did not complete); pick another one.")
+    if not os.path.isdir(path) or not _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))):
+        available = [os.path.basename(p) for _, p in list_checkpoints(output_dir)]
+        raise ValueError(
+            f"--resume_from_checkpoint {resume!r} is not a checkpoint-<step> folder (looked for {path!r}). "
+            f"Available in {output_dir!r}: {available or 'none'}; or pass 'latest'."
+        )
+    return path
+
+
+def checkpoint_step(path: str) -> int:
+    """The global step encoded in a ``checkpoint-<step>`` folder name."""
+    match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path)))
+    if match is None:
+        raise ValueError(f"{path!r} is not named checkpoint-<step>.")
+    return int(match.group(1))
+
+
+def prune_checkpoints(output_dir: str, total_limit: int | None) -> list[str]:
+    """Delete the oldest complete checkpoints so that at most ``total_limit`` remain; returns the removed paths."""
+    if not total_limit or total_limit < 1:
+        return []
+    checkpoints = list_checkpoints(output_dir)
+    removed = [path for _, path in checkpoints[: max(0, len(checkpoints) - total_limit)]]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def save_checkpoint_atomic(
+    accelerator,
+    output_dir: str,
+    step: int,
+    total_limit: int | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> str:
+    """``accelerator.save_state`` into ``checkpoint-<step>.tmp``, then rename to ``checkpoint-<step>``.
+
+    Every process writes its part (its RNG state and ``extra_state`` as ``training_state_<rank>.json``; the main
+    process the models, optimizer and LR schedule) into the temporary folder; only after all have finished does the
+    main process rename it. A crash at any point leaves the previous checkpoints untouched and at most a ``.tmp``
+    folder that :func:`list_checkpoints` ignores. Afterwards the oldest checkpoints beyond ``total_limit`` are
+    removed (only once the new one is complete).
+
+    Returns the final path.
+    """
+    final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    tmp = final + TMP_SUFFIX
+    if accelerator.is_main_process and os.path.exists(tmp):
+        shutil.rmtree(tmp)  # left over by a crash during an earlier save
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    if extra_state is not None:
+        os.makedirs(tmp, exist_ok=True)
+        with open(os.path.join(tmp, f"training_state_{accelerator.process_index}.json"), "w") as handle:
+            json.dump(extra_state, handle, indent=2)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if os.path.exists(final):  # e.g. the same step saved again after a resume: replace it only now
+            old = final + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        prune_checkpoints(output_dir, total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------- data order
+class ShardedEpochSampler(Sampler[int]):
+    """Deterministic, resumable, per-process sampler over a map-style dataset.
+
+    Epoch ``e`` uses the permutation ``randperm(n)`` drawn from a generator seeded with ``derive_seed(seed, e)``
+    (or ``arange(n)`` without shuffling), cut to a whole number of global batches
+    (``num_processes * batch_size``; when the data set is smaller than one global batch it is repeated to fill
+    one). Global batch ``b`` is split among processes, process ``r`` taking the slice ``r`` of it, so processes
+    never see the same sample in a step. ``set_position(epoch, start_batch)`` starts an epoch in the middle: the
+    remaining batches are exactly those the uninterrupted epoch would still have produced.
+
+    Args:
+        num_samples: length of the data set.
+        batch_size: per-process batch size.
+        num_processes, process_index: the data-parallel layout (accelerator.num_processes / process_index).
+        seed: base seed of the permutations.
+        shuffle: False gives the data set's order (still sharded).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        num_processes: int = 1,
+        process_index: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
+        if num_samples < 1:
+            raise ValueError("The training set is empty; check --train_data_dir / --dataset_name.")
+        if batch_size < 1:
+            raise ValueError(f"--train_batch_size must be >= 1, got {batch_size}.")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.num_processes = num_processes
+        self.process_index = process_index
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches each process gets per epoch."""
+        return max(1, self.num_samples // (self.batch_size * self.num_processes))
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """All indices of ``epoch`` for this process, (batches_per_epoch * batch_size,)."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            order = torch.randperm(self.num_samples, generator=generator).numpy()
+        else:
+            order = np.arange(self.num_samples)
+        global_batch = self.batch_size * self.num_processes
+        order = np.resize(order, self.batches_per_epoch * global_batch).reshape(-1, self.num_processes, self.batch_size)
+        return order[:, self.process_index].reshape(-1)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.epoch_indices(self.epoch)[self.start_batch * self.batch_size :]
+        return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (ints/strings), for independent reproducible streams."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ----------------------------------------------------------------------------------------------------- LR schedule
+def build_lr_scheduler(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    decay_steps: int | None = None,
+    decay_factor: float = 0.5,
+    step_rules: str | None = None,
+    num_processes: int = 1,
+):
+    """A ``LambdaLR`` for optimizer steps.
+
+    ``name`` is "step" (linear warm-up, then the learning rate times ``decay_factor`` every ``decay_steps``
+    optimizer steps, as the SRDiff reference) or any name of ``diffusers.optimization.get_scheduler``. Step counts
+    are multiplied by ``num_processes`` because accelerate's prepared scheduler advances once per process for each
+    optimizer step (the convention of diffusers' training examples).
+    """
+    from diffusers.optimization import get_scheduler
+
+    if name == "step":
+        if not decay_steps or decay_steps < 1:
+            raise ValueError(f"--lr_scheduler step needs --lr_decay_steps >= 1, got {decay_steps!r}.")
+        warm, every = warmup_steps * num_processes, decay_steps * num_processes
+
+        def factor(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+            return ramp * decay_factor ** (step // every)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_scheduler(
+        name,
+        optimizer,
+        step_rules=step_rules,
+        num_warmup_steps=warmup_steps * num_processes,
+        num_training_steps=total_steps * num_processes,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- misc
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """Short sha1 of tensors' bytes (to tell batches apart in debug logs)."""
+    sha = hashlib.sha1()
+    for tensor in tensors:
+        sha.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]]):
+    """PIL image of a grid of uint8 HWC arrays (rows of equal count; cells padded to the largest cell, 2 px gap)."""
+    from PIL import Image
+
+    cell_h = max(cell.shape[0] for row in rows for cell in row)
+    cell_w = max(cell.shape[1] for row in rows for cell in row)
+    cols = max(len(row) for row in rows)
+    gap = 2
+    canvas = np.full(
+        (len(rows) * (cell_h + gap) - gap, cols * (cell_w + gap) - gap, 3), 255, dtype=np.uint8
+    )
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            y, x = i * (cell_h + gap), j * (cell_w + gap)
+            canvas[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
+    return Image.fromarray(canvas)
+
+
+def scalar_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's flags as a flat dict of str/int/float/bool (what trackers such as TensorBoard accept)."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if key == "hub_token":
+            continue
+        if isinstance(value, (bool, int, float, str)) and not (isinstance(value, float) and math.isnan(value)):
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out
