@@ -1,0 +1,182 @@
+"""The ``sradm`` command: ``sradm upscale`` and ``sradm evaluate`` (argument parsing only).
+
+The work is done in :mod:`sradm_diffusers.upscale` and :mod:`sradm_diffusers.evaluation`. Exit status: 0 success,
+1 some image failed (each failure is one ``error: <path>: <reason>`` line on stderr), 2 bad options or model
+(one line on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .upscale import DEFAULT_MODEL, DEVICES, DTYPES, FAST_SAMPLER_STEPS, SCHEDULERS, UsageError, one_line
+
+# Imported by name by whoever plugs in a bundled checkpoint later (see sradm_diffusers.upscale.DEFAULT_MODEL).
+__all__ = ["DEFAULT_MODEL", "build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a :class:`UsageError` (one line, exit status 2) instead of usage + exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_help: str) -> None:
+    parser.add_argument(
+        "--steps", type=_positive_int, default=None, metavar="N",
+        help="denoising steps (default: the scheduler's num_train_timesteps, 100, for ddpm; "
+        f"{FAST_SAMPLER_STEPS} for the other schedulers)",
+    )
+    parser.add_argument(
+        "--scheduler", choices=list(SCHEDULERS), default=None,
+        help="sampler swapped in with from_config (default: the model's own, DDPM for SRADM checkpoints); "
+        "ddim uses timestep_spacing='trailing'",
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=1, metavar="K", help="SR samples per image (default 1)"
+    )
+    parser.add_argument("--seed", type=_non_negative_int, default=seed_default, metavar="S", help=seed_help)
+    parser.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sradm",
+        description="SRADM diffusion super-resolution: upscale images, evaluate against bicubic and RRDB.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="{upscale,evaluate}", parser_class=_Parser)
+    commands.required = True
+
+    up = commands.add_parser(
+        "upscale",
+        help="super-resolve image files",
+        description="Super-resolve images by the model's upscale factor s. Outputs <name>_x<s>.png next to each "
+        "input (or in -o DIR); --samples K writes <name>_x<s>_<k>.png, k=0..K-1. EXIF orientation is applied "
+        "when loading; transparency is composited on white (the output is RGB). Files are written to a "
+        "temporary name and renamed, never half-written; inputs are never overwritten. A bad input is reported "
+        "in one line and skipped (exit status 1).",
+    )
+    up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (non-recursive) or glob patterns")
+    up.add_argument(
+        "-o", "--output", default=None, metavar="OUT",
+        help="output folder (created if needed), or an image file name for one input and one sample",
+    )
+    up.add_argument(
+        "--model", default=None, metavar="PATH_OR_REPO",
+        help="saved SRADM pipeline folder or Hugging Face Hub id" + ("" if DEFAULT_MODEL else " (required)"),
+    )
+    _add_sampling_options(
+        up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
+    )
+    up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights/compute dtype (default fp32)")
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="PSNR/SSIM/LPIPS/LR-PSNR of bicubic, RRDB and SRADM on an image set",
+        description="Evaluate on HR images: LR = MATLAB-bicubic imresize(HR, 1/s) rounded to uint8, or the files of "
+        "--lr-dir. HR images whose size is not a multiple of s are cropped at the bottom/right to a multiple of s "
+        "first. Metrics: PSNR/SSIM on RGB (no crop, scikit-image SSIM), PSNR/SSIM on Y (BT.601, s pixels "
+        "cropped, Gaussian SSIM), LR-PSNR, LPIPS (AlexNet; n/a without local weights). Images that fail are "
+        "reported, counted and excluded from every mean (exit status 1).",
+    )
+    ev.add_argument(
+        "--model", default=None, metavar="PATH_OR_REPO",
+        help="SRADM pipeline folder or Hub id (needed for rrdb and sradm)",
+    )
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hr-dir", metavar="DIR", help="folder of HR images (sorted by name, non-recursive)")
+    source.add_argument(
+        "--dataset", metavar="NAME",
+        help="datasets data set: a Hub id, a local image folder (imagefolder) or a .parquet file",
+    )
+    ev.add_argument(
+        "--lr-dir", metavar="DIR",
+        help="with --hr-dir: LR images with the same file names (or DIV2K-style <stem>x<s><ext>); HR must be s "
+        "times their size (after cropping to a multiple of s)",
+    )
+    ev.add_argument(
+        "--split", default=None, help="with --dataset: split (default: test, else validation, else the only one)"
+    )
+    ev.add_argument(
+        "--image-column", default="image", metavar="C", help="with --dataset: HR image column (default image)"
+    )
+    ev.add_argument("--scale", type=_positive_int, required=True, metavar="S", help="SR factor; must match the model")
+    ev.add_argument(
+        "--methods", default="bicubic,rrdb,sradm",
+        help="comma-separated subset of bicubic,rrdb,sradm (default all; bicubic alone needs no --model)",
+    )
+    ev.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate only the first N images")
+    ev.add_argument(
+        "--center-crop", type=_positive_int, default=None, metavar="N",
+        help="evaluate the central NxN HR window of each image (N a multiple of --scale); keeps sampling fast on CPU",
+    )
+    ev.add_argument("--json", default=None, metavar="FILE", help="write all numbers to this JSON file (atomically)")
+    _add_sampling_options(ev, 0, "seed: sample k of every image uses a generator seeded S+k (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sradm`` console script. Returns the exit status (see the module docstring)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # diffusers may import transformers: keep stderr clean
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "upscale":
+            from .upscale import run_upscale
+
+            return run_upscale(
+                args.inputs, output=args.output, model=args.model, steps=args.steps, scheduler=args.scheduler,
+                seed=args.seed, samples=args.samples, device=args.device, dtype=args.dtype,
+            )
+        from .evaluation import run_evaluate
+
+        if args.lr_dir is not None and args.hr_dir is None:
+            raise UsageError("--lr-dir needs --hr-dir (with --dataset, LR images are always made with imresize).")
+        return run_evaluate(
+            model=args.model, hr_dir=args.hr_dir, lr_dir=args.lr_dir, dataset=args.dataset, split=args.split,
+            image_column=args.image_column, scale=args.scale, methods=args.methods, steps=args.steps,
+            scheduler=args.scheduler, samples=args.samples, limit=args.limit, json_path=args.json, seed=args.seed,
+            device=args.device, center_crop=args.center_crop,
+        )
+    except UsageError as error:
+        print(f"sradm: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sradm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

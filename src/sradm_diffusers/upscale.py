@@ -1,0 +1,482 @@
+"""``sradm upscale``: super-resolve image files with an :class:`~sradm_diffusers.SRADMPipeline`.
+
+What it does, and the choices it makes:
+
+- **Inputs** (``INPUT...``): image files, folders (their image files, sorted by name, not recursive, hidden files
+  skipped) and glob patterns (expanded with :func:`glob.glob`, sorted; only files with an image extension are kept).
+  An argument that names an existing path is taken literally even if it contains ``*``/``?``/``[``. The same file
+  named twice is processed once. A folder or pattern does not pick up this command's earlier outputs: a file named
+  ``<stem>_x<s>.png`` / ``<stem>_x<s>_<k>.png`` next to an input ``<stem>.<ext>`` is left out (and replaced);
+  name such a file explicitly to upscale it again.
+- **Loading**: ``PIL.Image.open`` + ``load``, then :func:`PIL.ImageOps.exif_transpose`, so a photo is upscaled the
+  way viewers show it (upright) and the output carries no orientation tag. Modes are converted by
+  :mod:`sradm_diffusers.image_processing`: greyscale becomes RGB, **transparency is composited on white** and the
+  output is RGB without alpha.
+- **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
+  with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``. ``-o`` is a folder (created if
+  needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
+  than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
+  input file and one sample. An output that would replace one of the input files, or another output of the same
+  run, is refused (a per-image error). Existing outputs of earlier runs are replaced.
+- **Atomic writes**: each image is written to ``.<name>.tmp-<pid><ext>`` in the destination folder and renamed with
+  :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image.
+- **Seeds**: with ``--seed S``, sample ``k`` of *every* input uses a fresh CPU ``torch.Generator`` seeded ``S + k``
+  (initial noise and, for ancestral samplers, the per-step noise). An image's result therefore does not depend on
+  which other images are in the run, nor on the device. Without ``--seed`` the noise is random.
+- **Steps**: ``--steps`` defaults to the scheduler's ``num_train_timesteps`` (100, the reference's full ancestral
+  sampling) for ``ddpm`` and to :data:`FAST_SAMPLER_STEPS` for the other schedulers.
+- **Errors**: a bad input file (missing, empty, not an image, undecodable) or a failed write is reported as one
+  line ``error: <path>: <reason>`` on stderr; the other images are still processed and the exit status is 1.
+  A bad option or model is one line on stderr and exit status 2 (:class:`UsageError`).
+
+``DEFAULT_MODEL`` is the pipeline used when ``--model`` is omitted; ``None`` for now (no published checkpoint), so
+``--model`` is required.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL: str | None = None
+"""Hub id or folder used when ``--model`` is not given; None until a checkpoint is published."""
+
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
+    "dpm": ("DPMSolverMultistepScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+}
+"""``--scheduler`` name -> (diffusers class name, extra ``from_config`` arguments)."""
+
+FAST_SAMPLER_STEPS = 20
+"""Default ``--steps`` for every scheduler but ``ddpm``."""
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICES = ("cpu", "cuda", "mps")
+
+
+MODEL_REQUIRED = (
+    "--model is required: pass a saved SRADM pipeline folder or a Hugging Face Hub id "
+    "(no default checkpoint is bundled yet)."
+)
+
+
+class UsageError(ValueError):
+    """A bad option, model or output location: reported in one line, exit status 2."""
+
+
+class ImageError(Exception):
+    """One input image cannot be processed: reported as ``error: <path>: <reason>`` and skipped."""
+
+
+def one_line(error: BaseException | str, limit: int = 400) -> str:
+    """An exception (or text) as a single line of at most ``limit`` characters."""
+    text = str(error) if not isinstance(error, str) else error
+    text = " ".join(text.split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``--device``: None picks cuda, then mps, then cpu; an unavailable device is a :class:`UsageError`."""
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in DEVICES:
+        raise UsageError(f"--device {name!r} is not one of {', '.join(DEVICES)}.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu."
+        )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise UsageError("--device mps, but the MPS backend is not available on this machine; use --device cpu.")
+    return torch.device(name)
+
+
+def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: str = "fp32"):
+    """Load an SRADM pipeline folder or Hub id for command-line use.
+
+    Args:
+        model: ``--model``; None falls back to :data:`DEFAULT_MODEL`.
+        device: where to run it.
+        dtype: "fp32", "fp16" or "bf16" (weights loaded in that dtype with ``torch_dtype``).
+    Returns:
+        The pipeline, on ``device``.
+    Raises:
+        UsageError: no model given, or it cannot be loaded (message: one line naming the model and the fix).
+    """
+    from diffusers.utils import logging as diffusers_logging
+
+    from .pipeline import SRADMPipeline
+
+    model = DEFAULT_MODEL if model is None else model
+    if model is None:
+        raise UsageError(MODEL_REQUIRED)
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    model = os.path.expanduser(model)
+    # A Hub id is "name" or "org/name"; anything else with a separator (absolute, ./, ../, a/b/c) is a path.
+    looks_like_path = (
+        os.path.isabs(model) or model.startswith(("./", "../", ".\\", "..\\")) or model.count("/") > 1
+        or (os.sep != "/" and os.sep in model)
+    )
+    if looks_like_path and not os.path.exists(model):
+        raise UsageError(f"--model {model!r}: no such folder; pass a saved SRADM pipeline folder or a Hub id.")
+    if os.path.isfile(model):
+        raise UsageError(f"--model {model!r} is a file; pass the pipeline folder (the one holding model_index.json).")
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
+    try:
+        kwargs = {} if dtype == "fp32" else {"torch_dtype": DTYPES[dtype]}
+        with warnings.catch_warnings():
+            # newer diffusers rename torch_dtype to dtype (FutureWarning); older ones only know torch_dtype
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = SRADMPipeline.from_pretrained(model, **kwargs)
+    except Exception as error:  # noqa: BLE001 - any loading failure becomes one line and exit status 2
+        raise UsageError(f"cannot load --model {model!r}: {one_line(error)}") from error
+    finally:
+        if bars:
+            diffusers_logging.enable_progress_bar()
+    try:
+        pipe.to(device)
+    except Exception as error:  # noqa: BLE001
+        raise UsageError(f"cannot move the model to {device}: {one_line(error)}") from error
+    return pipe
+
+
+def set_scheduler(pipe, name: str | None) -> None:
+    """Swap ``pipe.scheduler`` for ``SCHEDULERS[name]`` built ``from_config`` of the current one (None: keep it)."""
+    if name is None:
+        return
+    if name not in SCHEDULERS:
+        raise UsageError(f"--scheduler {name!r} is not one of {', '.join(SCHEDULERS)}.")
+    import diffusers
+
+    class_name, extra = SCHEDULERS[name]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+
+
+def resolve_steps(pipe, steps: int | None) -> int:
+    """``--steps``: check it against the scheduler's ``num_train_timesteps``, or pick the default (module doc)."""
+    max_steps = int(pipe.scheduler.config.num_train_timesteps)
+    if steps is None:
+        return max_steps if type(pipe.scheduler).__name__ == "DDPMScheduler" else min(FAST_SAMPLER_STEPS, max_steps)
+    if steps < 1 or steps > max_steps:
+        raise UsageError(f"--steps {steps}: use 1..{max_steps} (the model's scheduler has {max_steps} timesteps).")
+    return steps
+
+
+def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:
+    """K CPU generators seeded ``seed + k`` (one per sample of an image), or None for random noise."""
+    if seed is None:
+        return None
+    return [torch.Generator("cpu").manual_seed(seed + k) for k in range(samples)]
+
+
+def is_dtype_unsupported(error: BaseException) -> bool:
+    """True for torch's "<op> not implemented for 'Half'/'BFloat16'" errors (half precision on a CPU build)."""
+    text = str(error)
+    return "not implemented for" in text and ("'Half'" in text or "'BFloat16'" in text)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def image_extensions() -> set[str]:
+    """Lower-case file extensions (with the dot) of the formats PIL can open."""
+    from PIL import Image
+
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def folder_images(folder: str | os.PathLike) -> list[str]:
+    """Image files directly inside ``folder`` (by extension; hidden files skipped), sorted by name."""
+    exts = image_extensions()
+    names = sorted(
+        name for name in os.listdir(folder)
+        if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts
+        and os.path.isfile(os.path.join(folder, name))
+    )
+    return [os.path.join(folder, name) for name in names]
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]], set[str]]:
+    """Expand INPUT arguments (files, folders, globs) into image files.
+
+    Returns:
+        (files in argument order, duplicates removed; [(argument, reason)] for arguments that yield nothing;
+        the files that came from a folder or a pattern rather than being named).
+    """
+    files: list[str] = []
+    problems: list[tuple[str, str]] = []
+    expanded: set[str] = set()
+    seen: set[str] = set()
+    exts = image_extensions()
+    for arg in inputs:
+        if os.path.isdir(arg):
+            found = folder_images(arg)
+            if not found:
+                problems.append((arg, "no image files in this folder"))
+        elif os.path.exists(arg) or os.path.islink(arg):
+            found = [arg]
+        elif glob.has_magic(arg):
+            found = sorted(
+                p for p in glob.glob(arg) if os.path.isfile(p) and os.path.splitext(p)[1].lower() in exts
+            )
+            if not found:
+                problems.append((arg, "no image files match this pattern"))
+        else:
+            found = []
+            problems.append((arg, "no such file or directory"))
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+                if path != arg:
+                    expanded.add(path)
+    return files, problems, expanded
+
+
+def drop_previous_outputs(files: list[str], expanded: set[str], scale: int) -> list[str]:
+    """Leave out of a folder/pattern expansion the files named like this command's output of another input in the
+    same folder (``<stem>_x<s>.png``, ``<stem>_x<s>_<k>.png`` next to ``<stem>.<ext>``): results of an earlier run,
+    which this run replaces. Files named explicitly are always kept."""
+    pattern = re.compile(rf"^(?P<stem>.+)_x{scale}(?:_\d+)?\.png$")
+    stems = {(os.path.dirname(p), Path(p).stem) for p in files}
+    kept = []
+    for path in files:
+        match = pattern.match(os.path.basename(path))
+        if path in expanded and match and (os.path.dirname(path), match["stem"]) in stems:
+            continue
+        kept.append(path)
+    return kept
+
+
+def load_image(source):
+    """Open an image file (path, or a binary file object) with PIL, fully decoded and EXIF-orientation applied.
+
+    Raises:
+        ImageError: empty file, not an image, truncated or otherwise undecodable data (one-line reason).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.exists(source):
+            raise ImageError("no such file")
+        if os.path.isdir(source):
+            raise ImageError("is a folder, not an image file")
+        if os.path.getsize(source) == 0:
+            raise ImageError("empty file (0 bytes)")
+    try:
+        with Image.open(source) as image:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            # exif_transpose returns a new image only when it transposes (Pillow >= 10); detach from the file.
+            result = oriented.copy() if oriented is image else oriented
+    except UnidentifiedImageError:
+        raise ImageError("not an image file PIL can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(f"cannot decode the image ({one_line(error)})") from error
+    if result.width == 0 or result.height == 0:
+        raise ImageError(f"image has no pixels ({result.width}x{result.height})")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _save_format(path: str) -> str | None:
+    """PIL format name that can write a file with this extension, or None."""
+    from PIL import Image
+
+    Image.init()
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    return fmt if fmt in Image.SAVE else None
+
+
+@dataclass
+class OutputPlan:
+    """Where the outputs go: ``folder`` (None: next to each input) or the single output ``file``."""
+
+    folder: str | None = None
+    file: str | None = None
+
+    def paths(self, source: str, scale: int, samples: int) -> list[str]:
+        """Output paths of the ``samples`` results of ``source``."""
+        if self.file is not None:
+            return [self.file]
+        stem = Path(source).stem
+        folder = self.folder if self.folder is not None else os.path.dirname(source)
+        if samples == 1:
+            return [os.path.join(folder, f"{stem}_x{scale}.png")]
+        return [os.path.join(folder, f"{stem}_x{scale}_{k}.png") for k in range(samples)]
+
+
+def plan_outputs(out: str | None, inputs: list[str], samples: int) -> OutputPlan:
+    """Interpret ``-o`` (module docstring). Raises :class:`UsageError` for a file name that cannot be used."""
+    if out is None:
+        return OutputPlan()
+    single_file = len(inputs) == 1 and os.path.isfile(inputs[0])
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    if os.path.isdir(out) or out.endswith(seps) or _save_format(out) is None:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UsageError(f"-o {out!r} exists and is not a folder; pass a folder or an image file name (.png).")
+        return OutputPlan(folder=out)
+    if not single_file:
+        raise UsageError(
+            f"-o {out!r} names one image file, but the inputs give several images (or a folder/pattern); "
+            f"pass a folder, e.g. -o {os.path.splitext(out)[0]}{os.sep}"
+        )
+    if samples > 1:
+        raise UsageError(
+            f"-o {out!r} names one file, but --samples {samples} writes {samples} files; pass a folder instead."
+        )
+    return OutputPlan(file=out)
+
+
+def write_image_atomic(image, path: str, fmt: str | None = None) -> None:
+    """Save a PIL image to ``path`` through a temporary file in the same folder and :func:`os.replace`.
+
+    The temporary name is ``.<name>.tmp-<pid><ext>``; it is removed if saving fails, so ``path`` either keeps its
+    old content or holds the complete new image.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}{ext}")
+    fmt = fmt or _save_format(path) or "PNG"
+    try:
+        image.save(tmp, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _report(path: str, reason: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"error: {path}: {one_line(reason)}", file=sys.stderr)
+
+
+def run_upscale(
+    inputs: list[str],
+    output: str | None = None,
+    model: str | None = None,
+    steps: int | None = None,
+    scheduler: str | None = None,
+    seed: int | None = None,
+    samples: int = 1,
+    device: str | None = None,
+    dtype: str = "fp32",
+) -> int:
+    """Run ``sradm upscale``. Returns the exit status: 0 all written, 1 some input failed.
+
+    Raises:
+        UsageError: bad options, model or output location (the caller prints it and exits with 2).
+    """
+    from tqdm.auto import tqdm
+
+    if samples < 1:
+        raise UsageError(f"--samples {samples}: use 1 or more.")
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed {seed}: use a non-negative integer.")
+    if model is None and DEFAULT_MODEL is None:
+        raise UsageError(MODEL_REQUIRED)
+    plan = plan_outputs(output, inputs, samples)
+    files, problems, expanded = collect_inputs(inputs)
+    for arg, reason in problems:
+        _report(arg, reason)
+    if not files:
+        return 1
+
+    torch_device = resolve_device(device)
+    pipe = load_pipeline(model, torch_device, dtype)
+    set_scheduler(pipe, scheduler)
+    num_steps = resolve_steps(pipe, steps)
+    scale = int(pipe.config.upscale_factor)
+    files = drop_previous_outputs(files, expanded, scale)
+    pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
+    if plan.folder is not None:
+        try:
+            os.makedirs(plan.folder, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create the output folder -o {plan.folder!r}: {one_line(error)}") from error
+
+    input_keys = {os.path.realpath(p) for p in files}
+    written_keys: dict[str, str] = {}
+    failed = len(problems)
+    progress = tqdm(files, desc="upscale", unit="image", disable=None)
+    for path in progress:
+        try:
+            targets = plan.paths(path, scale, samples)
+            for target in targets:
+                key = os.path.realpath(target)
+                if key in input_keys:
+                    raise ImageError(f"output {target} would overwrite an input file; choose another -o")
+                if key in written_keys:
+                    raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
+            image = load_image(path)
+            try:
+                result = pipe(
+                    image,
+                    num_inference_steps=num_steps,
+                    generator=sample_generators(seed, samples),
+                    num_images_per_prompt=samples,
+                    output_type="pil",
+                )
+            except RuntimeError as error:
+                if is_dtype_unsupported(error):
+                    raise UsageError(
+                        f"--dtype {dtype} is not supported on {torch_device.type} by this torch build "
+                        f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
+                    ) from error
+                raise ImageError(f"upscaling failed: {one_line(error)}") from error
+            except ValueError as error:
+                raise ImageError(one_line(error)) from error
+            for target, sr in zip(targets, result.images):
+                try:
+                    write_image_atomic(sr, target)
+                except (OSError, ValueError) as error:
+                    raise ImageError(f"cannot write {target}: {one_line(error)}") from error
+                written_keys[os.path.realpath(target)] = path
+                tqdm.write(target, file=sys.stdout)
+        except ImageError as error:
+            failed += 1
+            _report(path, str(error))
+    progress.close()
+    if failed:
+        print(
+            f"sradm upscale: {failed} of {len(files) + len(problems)} input(s) failed; "
+            f"{len(written_keys)} file(s) written.",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
