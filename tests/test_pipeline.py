@@ -208,3 +208,18 @@ def test_unknown_preset_is_rejected():
 def test_bad_images_are_rejected(tiny_pipe, bad, error, match):
     with pytest.raises(error, match=match):
         tiny_pipe(bad, num_inference_steps=1)
+
+
+@pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler])
+def test_schedulers_keep_x0_inside_the_residual_range(tiny_pipe, lr_image, monkeypatch, scheduler_cls):
+    """A predictor that believes in an out-of-range residual (2.0) must still yield x_0 clipped to 1.0.
+
+    DPM-Solver and UniPC ignore ``clip_sample``; the stored config's thresholding (max 1.0) clips them too.
+    """
+    residual = torch.full((1, 3, 116, 148), 2.0)
+    tiny_pipe.scheduler = scheduler_cls.from_config(tiny_pipe.scheduler.config)
+    monkeypatch.setattr(tiny_pipe.unet, "forward", make_oracle(tiny_pipe, residual))
+    out = run(tiny_pipe, lr_image, num_inference_steps=20)
+    lr = torch.from_numpy(lr_image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    expected = ((imresize(lr, 4).clamp(-1, 1) + 0.5).clamp(-1, 1) + 1) / 2  # residual 1.0 / residual_scale 2
+    torch.testing.assert_close(out, expected, atol=2e-3, rtol=0)

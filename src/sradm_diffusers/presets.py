@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "upscale_factor": 4,
     },
     "small": {
-        "encoder": dict(num_features=32, num_blocks=5, growth_channels=16),
+        "encoder": dict(num_features=32, num_blocks=5, growth_channels=16, bicubic_skip=True),
         "unet": dict(
             base_channels=32, channel_mults=(1, 2, 2), attention_levels=(False, False, True), attention_window=8,
             attention_head_dim=32,
@@ -45,7 +45,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def default_scheduler(num_train_timesteps: int = 100) -> DDPMScheduler:
-    """The reference's schedule: cosine betas, T=100, epsilon prediction, x_0 clipped to the residual's [-1, 1]."""
+    """The reference's schedule: cosine betas, T=100, epsilon prediction, x_0 kept in the residual's [-1, 1].
+
+    DDPM/DDIM clip x_0 through ``clip_sample``, but DPM-Solver, UniPC and DEIS ignore that flag; they honour
+    ``thresholding``. With ``sample_max_value=1.0`` dynamic thresholding reduces to exactly the same clamp to
+    [-1, 1], so the stored config keeps every scheduler made ``from_config`` inside the residual's range. Without
+    it an imperfect noise prediction early in DPM-Solver's few large steps can push x_0 far outside [-1, 1].
+    (Euler schedulers support neither option and do not clip.)
+    """
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
@@ -53,6 +60,8 @@ def default_scheduler(num_train_timesteps: int = 100) -> DDPMScheduler:
         variance_type="fixed_small",
         clip_sample=True,
         clip_sample_range=1.0,
+        thresholding=True,
+        sample_max_value=1.0,
     )
 
 
