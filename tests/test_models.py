@@ -160,3 +160,17 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(plain_unet[name], ckpt_unet[name], atol=1e-6, rtol=1e-5)
     for name in plain_encoder:
         torch.testing.assert_close(plain_encoder[name], ckpt_encoder[name], atol=1e-6, rtol=1e-5)
+
+
+def test_bicubic_skip_adds_the_head_to_the_bicubic_upsample():
+    from sradm_diffusers import imresize
+
+    torch.manual_seed(0)
+    plain = RRDBEncoder(num_features=8, num_blocks=2, growth_channels=4, upscale_factor=4)
+    skip = RRDBEncoder(num_features=8, num_blocks=2, growth_channels=4, upscale_factor=4, bicubic_skip=True)
+    skip.load_state_dict(plain.state_dict())
+    lr = torch.rand(1, 3, 6, 5) * 2 - 1
+    with torch.no_grad():
+        # plain returns 2*head - 1; with the skip the same head output is added to the bicubic base.
+        torch.testing.assert_close(skip.upscale(lr), imresize(lr, 4) + plain.upscale(lr) + 1, atol=1e-5, rtol=0)
+        torch.testing.assert_close(skip(lr), plain(lr))  # conditioning features do not change
