@@ -8,6 +8,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The tensors in these tests are tiny; one intra-op thread avoids oversubscribing a shared 2-core machine, where
+# two spinning OpenMP threads can make a step many times slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def tiny_pipe():

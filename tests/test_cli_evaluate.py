@@ -277,7 +277,6 @@ def test_usage_errors(hr_dir, model_dir, capsys):
     base = ["--hr-dir", str(hr_dir)]
     err = _usage_error(base + ["--model", model_dir, "--scale", "2"], capsys)
     assert "--scale 2" in err and "upscale_factor 4" in err
-    assert "--model is required" in _usage_error(base + ["--scale", "4"], capsys)  # rrdb/sradm need the model
     assert "--methods" in _usage_error(base + ["--scale", "4", "--methods", "bicubic,lanczos"], capsys)
     assert "--hr-dir" in _usage_error(["--scale", "4", "--methods", "bicubic"], capsys)
     assert "not a folder" in _usage_error(["--hr-dir", str(hr_dir / "nope"), "--scale", "4"], capsys)

@@ -246,7 +246,6 @@ def test_exif_orientation_and_alpha(tmp_path, model_dir):
 def test_model_and_option_errors_exit_2(tmp_path, model_dir, capsys):
     src = _write(tmp_path / "p.png")
     cases = [
-        ([], "--model is required"),
         (["--model", str(tmp_path / "nope")], "no such folder"),
         (["--model", str(tmp_path)], "model_index.json"),
         (["--model", model_dir, "--steps", "0"], "--steps"),
@@ -272,5 +271,17 @@ def test_console_script_is_installed(tmp_path, model_dir):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "p_x4.png")
     assert _read(tmp_path / "p_x4.png").shape == (32, 40, 3)
-    missing = subprocess.run([script, "upscale", str(src)], capture_output=True, text=True, env=env, timeout=300)
-    assert missing.returncode == 2 and "--model is required" in missing.stderr
+    no_input = subprocess.run([script, "upscale"], capture_output=True, text=True, env=env, timeout=300)
+    assert no_input.returncode == 2 and "--sample" in no_input.stderr
+
+
+def test_bundled_demo_model_and_sample_are_the_defaults(tmp_path):
+    """No --model: the bundled demo pipeline; --sample: the bundled 128x128 photo, upscaled 4x."""
+    from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE
+
+    assert os.path.isfile(os.path.join(DEMO_MODEL, "model_index.json"))
+    out = tmp_path / "sample_x4.png"
+    assert main(["upscale", "--sample", "-o", str(out), "--scheduler", "dpm", "--steps", "2", "--seed", "0"]) == 0
+    assert _read(out).shape == (512, 512, 3)
+    with PIL.Image.open(SAMPLE_IMAGE) as sample:
+        assert sample.size == (128, 128)

@@ -328,12 +328,12 @@ def test_shipped_recipes(stage):
     assert (demo.checkpointing_steps, demo.validation_steps) == (500, 1000)
     if stage == "encoder":
         assert (celeba.max_train_steps, celeba.train_batch_size) == (100_000, 64)
-        assert demo.max_train_steps == 6000
+        assert demo.max_train_steps == 2500
     else:
         assert (celeba.max_train_steps, celeba.train_batch_size, celeba.lr_scheduler, celeba.lr_decay_steps) == (
             300_000, 32, "step", 100_000)
         assert (div2k.max_train_steps, div2k.train_batch_size, div2k.lr_decay_steps) == (400_000, 64, 200_000)
-        assert demo.max_train_steps == 8000
+        assert demo.max_train_steps == 6000
         for name, args in by_name.items():  # the diffusion stage reads the encoder stage's output folder
             enc = train.parse_args(["--config", str(TRAINING / "configs" / f"{name}.json"), "--stage", "encoder"])
             assert args.pretrained_encoder == enc.output_dir

@@ -1,6 +1,7 @@
 """SRADM super-resolution as a diffusers pipeline.
 
-Public API: ``SRADMPipeline``, ``SRADMUNet``, ``RRDBEncoder``, ``build_pipeline``, ``imresize``.
+Public API: ``SRADMPipeline``, ``SRADMUNet``, ``RRDBEncoder``, ``build_pipeline``, ``imresize``, and the bundled
+``DEMO_MODEL`` (a pipeline folder) and ``SAMPLE_IMAGE`` (an LR photo).
 """
 
 # The diffusers pipeline loader resolves a component's base class as an attribute of the library named in
@@ -11,7 +12,17 @@ from .imresize import imresize
 from .models import RRDBEncoder, SRADMUNet
 from .pipeline import SRADMPipeline
 from .presets import PRESETS, build_pipeline
+from .resources import DEMO_MODEL, SAMPLE_IMAGE
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "RRDBEncoder", "SRADMPipeline", "SRADMUNet", "build_pipeline", "imresize"]
+__all__ = [
+    "DEMO_MODEL",
+    "PRESETS",
+    "RRDBEncoder",
+    "SAMPLE_IMAGE",
+    "SRADMPipeline",
+    "SRADMUNet",
+    "build_pipeline",
+    "imresize",
+]

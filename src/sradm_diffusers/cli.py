@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 
+from .resources import SAMPLE_IMAGE
 from .upscale import DEFAULT_MODEL, DEVICES, DTYPES, FAST_SAMPLER_STEPS, SCHEDULERS, UsageError, one_line
 
-# Imported by name by whoever plugs in a bundled checkpoint later (see sradm_diffusers.upscale.DEFAULT_MODEL).
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -88,14 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         "temporary name and renamed, never half-written; inputs are never overwritten. A bad input is reported "
         "in one line and skipped (exit status 1).",
     )
-    up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (non-recursive) or glob patterns")
+    up.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (non-recursive) or glob patterns")
+    up.add_argument(
+        "--sample", action="store_true",
+        help=f"also upscale the bundled 128x128 sample photo ({os.path.basename(SAMPLE_IMAGE)}, NASA, public domain)",
+    )
     up.add_argument(
         "-o", "--output", default=None, metavar="OUT",
         help="output folder (created if needed), or an image file name for one input and one sample",
     )
     up.add_argument(
         "--model", default=None, metavar="PATH_OR_REPO",
-        help="saved SRADM pipeline folder or Hugging Face Hub id" + ("" if DEFAULT_MODEL else " (required)"),
+        help="saved SRADM pipeline folder or Hugging Face Hub id (default: the bundled CPU demo model, 4x)",
     )
     _add_sampling_options(
         up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
@@ -156,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "upscale":
             from .upscale import run_upscale
 
+            inputs = [*args.inputs, *([SAMPLE_IMAGE] if args.sample else [])]
+            if not inputs:
+                raise UsageError("give at least one INPUT image, folder or glob (or --sample for the bundled photo).")
             return run_upscale(
-                args.inputs, output=args.output, model=args.model, steps=args.steps, scheduler=args.scheduler,
+                inputs, output=args.output, model=args.model, steps=args.steps, scheduler=args.scheduler,
                 seed=args.seed, samples=args.samples, device=args.device, dtype=args.dtype,
             )
         from .evaluation import run_evaluate

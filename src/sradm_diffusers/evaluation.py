@@ -507,11 +507,6 @@ def run_evaluate(
         raise UsageError("--center-crop cannot be combined with --lr-dir (the LR files are used as given).")
     needs_model = any(m != "bicubic" for m in methods)
     model = model if model is not None else _upscale.DEFAULT_MODEL
-    if needs_model and model is None:
-        raise UsageError(
-            f"--model is required for --methods {','.join(methods)} (pass an SRADM pipeline folder or Hub id), "
-            "or use --methods bicubic."
-        )
 
     torch_device = resolve_device(device)
     pipe, num_steps, scheduler_name = None, None, None

@@ -29,8 +29,8 @@ What it does, and the choices it makes:
   line ``error: <path>: <reason>`` on stderr; the other images are still processed and the exit status is 1.
   A bad option or model is one line on stderr and exit status 2 (:class:`UsageError`).
 
-``DEFAULT_MODEL`` is the pipeline used when ``--model`` is omitted; ``None`` for now (no published checkpoint), so
-``--model`` is required.
+``DEFAULT_MODEL`` is the pipeline used when ``--model`` is omitted: the CPU-trained demo bundled with the package
+(:data:`sradm_diffusers.resources.DEMO_MODEL`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_MODEL: str | None = None
-"""Hub id or folder used when ``--model`` is not given; None until a checkpoint is published."""
+from .resources import DEMO_MODEL
+
+DEFAULT_MODEL: str = DEMO_MODEL
+"""Folder (or Hub id) used when ``--model`` is not given: the bundled demo pipeline."""
 
 SCHEDULERS: dict[str, tuple[str, dict]] = {
     "ddpm": ("DDPMScheduler", {}),
@@ -62,12 +64,6 @@ FAST_SAMPLER_STEPS = 20
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
-
-
-MODEL_REQUIRED = (
-    "--model is required: pass a saved SRADM pipeline folder or a Hugging Face Hub id "
-    "(no default checkpoint is bundled yet)."
-)
 
 
 class UsageError(ValueError):
@@ -113,21 +109,19 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
     """Load an SRADM pipeline folder or Hub id for command-line use.
 
     Args:
-        model: ``--model``; None falls back to :data:`DEFAULT_MODEL`.
+        model: ``--model``; None means :data:`DEFAULT_MODEL`.
         device: where to run it.
         dtype: "fp32", "fp16" or "bf16" (weights loaded in that dtype with ``torch_dtype``).
     Returns:
         The pipeline, on ``device``.
     Raises:
-        UsageError: no model given, or it cannot be loaded (message: one line naming the model and the fix).
+        UsageError: the model cannot be loaded (message: one line naming the model and the fix).
     """
     from diffusers.utils import logging as diffusers_logging
 
     from .pipeline import SRADMPipeline
 
     model = DEFAULT_MODEL if model is None else model
-    if model is None:
-        raise UsageError(MODEL_REQUIRED)
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     model = os.path.expanduser(model)
@@ -409,8 +403,6 @@ def run_upscale(
         raise UsageError(f"--samples {samples}: use 1 or more.")
     if seed is not None and seed < 0:
         raise UsageError(f"--seed {seed}: use a non-negative integer.")
-    if model is None and DEFAULT_MODEL is None:
-        raise UsageError(MODEL_REQUIRED)
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
     for arg, reason in problems:
