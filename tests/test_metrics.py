@@ -156,6 +156,66 @@ def test_batch_equals_single_images(pair):
         assert torch.allclose(batched, singles, rtol=0, atol=1e-12)
 
 
+def _ssim_gauss_numpy_vectorised(a, b):
+    """The same BasicSR-style SSIM as _ssim_gauss_numpy, with numpy sliding windows (fast enough for wide images)."""
+    coords = np.arange(11) - 5.0
+    win = np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * 1.5**2))
+    win /= win.sum()
+
+    def filt(img):
+        return np.einsum("ijkl,kl->ij", np.lib.stride_tricks.sliding_window_view(img, (11, 11)), win)
+
+    mu_a, mu_b = filt(a), filt(b)
+    va, vb, cov = filt(a * a) - mu_a**2, filt(b * b) - mu_b**2, filt(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    return (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (va + vb + c2))).mean()
+
+
+def _wide_pair():
+    """uint8 (2,3,64,700) with saturated (255) and black bands: the largest and smallest window sums."""
+    hr = _structured(2, 64, 700, seed=21)
+    sr = _degrade(hr, seed=22, sigma=20)
+    hr[0, :, :9], sr[0, :, :9] = 255, 254
+    hr[1, :, -10:] = 0
+    return sr, hr
+
+
+@pytest.mark.parametrize("strip_rows", [None, 0, 13])
+def test_ssim_in_strips_matches_references_closely(monkeypatch, strip_rows):
+    """SSIM is computed in strips of rows (window overlap carried over between strips). Cut wide images into the
+    default strips (None), the smallest ones (0 -> the window overlap) and 13 rows (short last strips), and compare
+    with float64 references far below the 1e-5 protocol tolerance: the uniform-window sums must be exact."""
+    if strip_rows is not None:
+        monkeypatch.setattr(
+            M, "_strip_rows", lambda device, out_rows, row_bytes, halo: min(max(strip_rows, halo), out_rows)
+        )
+    sr, hr = _wide_pair()
+    got_rgb, got_y = M.ssim_rgb(sr, hr), M.ssim_y(sr, hr, 3)
+    for i in range(2):
+        ref_rgb = structural_similarity(_hwc(sr[i]), _hwc(hr[i]), channel_axis=-1, data_range=255)
+        assert abs(got_rgb[i].item() - ref_rgb) < 1e-10
+        ys, yh = _y_numpy(sr[i].numpy())[3:-3, 3:-3], _y_numpy(hr[i].numpy())[3:-3, 3:-3]
+        assert abs(got_y[i].item() - _ssim_gauss_numpy_vectorised(ys, yh)) < 1e-10
+    # the vectorised reference is the loop reference
+    small_s, small_h = _y_numpy(sr[0, :, :25, 300:340].numpy()), _y_numpy(hr[0, :, :25, 300:340].numpy())
+    assert abs(_ssim_gauss_numpy_vectorised(small_s, small_h) - _ssim_gauss_numpy(small_s, small_h)) < 1e-12
+
+
+def test_ssim_rgb_exact_without_ieee_float32_matmul():
+    """With reduced-precision float32 matrix products requested (bfloat16 where the CPU has it), the uniform-window
+    sums switch from float32 to float64 products, which gives the same values."""
+    sr, hr = _wide_pair()
+    default = M.ssim_rgb(sr, hr)
+    torch.set_float32_matmul_precision("medium")
+    try:
+        reduced = M.ssim_rgb(sr, hr)
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert torch.allclose(reduced, default, rtol=0, atol=1e-12)
+    ref = structural_similarity(_hwc(sr[1]), _hwc(hr[1]), channel_axis=-1, data_range=255)
+    assert abs(reduced[1].item() - ref) < 1e-10
+
+
 def test_input_errors(pair):
     sr, hr = pair
     with pytest.raises(TypeError, match="to_uint8"):

@@ -26,7 +26,6 @@ import math
 import os
 
 import torch
-import torch.nn.functional as F
 
 from .lpips import LPIPS, find_lpips_weights, load_lpips
 
@@ -109,7 +108,8 @@ def _as_batch(x: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
     return x, unbatched
 
 
-def _pair(sr: torch.Tensor, hr: torch.Tensor, hr_name: str = "hr") -> tuple[torch.Tensor, torch.Tensor, bool]:
+def _pair_uint8(sr: torch.Tensor, hr: torch.Tensor, hr_name: str = "hr") -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Validated uint8 (B,3,H,W) pair, ``hr`` on ``sr``'s device, and whether the input was unbatched."""
     sr, unbatched = _as_batch(sr, "sr")
     hr, _ = _as_batch(hr, hr_name)
     if sr.shape != hr.shape:
@@ -117,8 +117,13 @@ def _pair(sr: torch.Tensor, hr: torch.Tensor, hr_name: str = "hr") -> tuple[torc
             f"sr and {hr_name} must have the same shape; got {tuple(sr.shape)} and {tuple(hr.shape)} "
             f"(for unbatched inputs the batch dim was added)."
         )
+    return sr, hr.to(device=sr.device), unbatched
+
+
+def _pair(sr: torch.Tensor, hr: torch.Tensor, hr_name: str = "hr") -> tuple[torch.Tensor, torch.Tensor, bool]:
+    sr, hr, unbatched = _pair_uint8(sr, hr, hr_name)
     dtype = _float_dtype(sr.device)
-    return sr.to(dtype), hr.to(device=sr.device, dtype=dtype), unbatched
+    return sr.to(dtype), hr.to(dtype), unbatched
 
 
 def _out(v: torch.Tensor, unbatched: bool) -> torch.Tensor:
@@ -149,40 +154,177 @@ def _gaussian_1d(size: int, sigma: float, dtype, device) -> torch.Tensor:
     return g / g.sum()
 
 
-def _local_means(stack: torch.Tensor, win: int, sigma: float | None) -> torch.Tensor:
-    """Window means of single-channel images (N,1,H,W) over the 'valid' region -> (N,1,H-win+1,W-win+1).
+# SSIM is computed strip by strip (rows of the image), so that the intermediates of a strip stay in the CPU cache:
+# a pass over a whole float64 image is memory bound and several times slower. Both 1-D filter passes are matrix
+# products (BLAS) with banded matrices rather than one multiply-add per tap.
+_STRIP_BYTES = 1 << 20  # target size of a strip of the stacked moment maps (input rows + halo), CPU
+_HBLOCK = 16  # block length of the horizontal pass (>= window - 1)
 
-    ``sigma=None``: uniform win x win window (``avg_pool2d``, much faster than a float64 convolution on CPU);
-    otherwise the separable normalised Gaussian window (two 1-D depthwise convolutions).
+
+def _band(taps: list[float], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n + len(taps) - 1, n) matrix ``M[p, i] = taps[p - i]`` (0 elsewhere): ``x @ M`` is the 'valid' correlation of
+    each row of ``x`` (length n + len(taps) - 1) with ``taps``."""
+    h = len(taps) - 1
+    k = torch.arange(n + h)[:, None] - torch.arange(n)[None, :]
+    t = torch.tensor(taps, dtype=torch.float64)
+    band = torch.where((k >= 0) & (k <= h), t[k.clamp(0, h)], torch.zeros((), dtype=torch.float64))
+    return band.to(device=device, dtype=dtype)
+
+
+def _cpu_float32_matmul_is_ieee() -> bool:
+    """Whether CPU float32 matrix products currently run in IEEE float32 (not bfloat16/TF32 internally)."""
+    try:
+        precision = torch.backends.mkldnn.matmul.fp32_precision  # torch >= 2.9; "none": not set (IEEE)
+    except AttributeError:
+        precision = None
+    try:
+        if precision is not None:
+            return precision in ("ieee", "none")
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # inconsistent legacy/new precision settings: be safe
+        return False
+
+
+def _strip_rows(device: torch.device, out_rows: int, row_bytes: int, halo: int) -> int:
+    """Output rows per strip: cache-sized on CPU, larger elsewhere (fewer kernel launches on a GPU)."""
+    if device.type != "cpu":
+        return min(out_rows, 256)
+    rows = _STRIP_BYTES // max(row_bytes, 1) - halo
+    return min(max(rows, halo, 1), out_rows)
+
+
+def _ssim_mean(x: torch.Tensor, y: torch.Tensor, win: int, sigma: float | None, luma: bool) -> torch.Tensor:
+    """Mean SSIM (B,) over channels and the 'valid' SSIM map, for uint8 (B,3,H,W) images on the 0..255 scale.
+
+    ``sigma=None`` (``luma=False``): scikit-image's SSIM on the three RGB channels: ``win`` x ``win`` uniform window,
+    sample covariance N/(N-1) with N = win**2. The window sums Sx, Sy, Sxy and Sq (of x*x + y*y) are sums of N
+    integers below 2 * 255**2, computed exactly (float32 holds every partial sum, < 2**24, exactly). With
+    A = C1 N^2 + 2 Sx Sy, B = C1 N^2 + Sx^2 + Sy^2 and K = C1 N^2 + C2 N (N-1), in float64,
+
+        ssim = A (2 N Sxy - A + K) / (B (N Sq - B + K)),
+
+    which is the usual formula in window means and N/(N-1)-scaled (co)variances, multiplied through by N^4.
+
+    ``sigma`` given (``luma=True``): BasicSR's SSIM on the BT.601 Y channel: separable normalised Gaussian window,
+    no covariance correction, float64. With m(.) the window means, A = C1 + 2 mx my and B = C1 + mx^2 + my^2,
+
+        ssim = A (2 m(xy) - A + K) / (B (m(xx + yy) - B + K)),  K = C1 + C2;
+
+    K/2 and K are added to the x*y and x*x + y*y maps before filtering (the window sums to 1).
+
+    The image is processed in strips of rows. The four moment maps (x, y, x*y, x*x + y*y) of every image and channel
+    of a strip lie side by side in one (rows, 4*B*C*W) buffer, so the vertical pass is one matrix product with a
+    banded (out_rows, rows) matrix. The horizontal pass treats that result as one flat signal cut into blocks of
+    ``_HBLOCK`` values: output block j = ``block_j @ M[:blk] + block_{j+1}[:win-1] @ M[blk:]`` with M the banded
+    (blk + win - 1, blk) matrix, two matrix products for the whole strip; outputs whose window crosses the end of an
+    image row are computed but not used. The ``win - 1`` input rows shared by consecutive strips are carried over
+    rather than recomputed.
     """
-    if sigma is None:
-        return F.avg_pool2d(stack, win, stride=1)
-    g = _gaussian_1d(win, sigma, stack.dtype, stack.device)
-    return F.conv2d(F.conv2d(stack, g.view(1, 1, win, 1)), g.view(1, 1, 1, win))
-
-
-def _ssim(x: torch.Tensor, y: torch.Tensor, win: int, sigma: float | None, cov_norm: float) -> torch.Tensor:
-    """Mean SSIM (B,) over channels and the 'valid' map, for float (B,C,H,W) on the 0..255 scale.
-
-    ``win``/``sigma``: the window (see :func:`_local_means`); ``cov_norm`` scales the (co)variances (N/(N-1) for
-    scikit-image's sample covariance, 1 for BasicSR). The five local moments of every channel of every image are
-    filtered in one call over the stacked (5*B*C, 1, H, W) tensor.
-    """
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     if min(h, w) < win:
         raise ValueError(
             f"SSIM with a {win}x{win} window needs images of at least {win}x{win} (after cropping); got {h}x{w}."
         )
-    stack = torch.stack([x, y, x * x, y * y, x * y]).reshape(5 * b * c, 1, h, w)
-    stack = _local_means(stack, win, sigma)
-    mx, my, mxx, myy, mxy = stack.reshape(5, b, c, h - win + 1, w - win + 1).unbind(0)
-    vx = cov_norm * (mxx - mx * mx)
-    vy = cov_norm * (myy - my * my)
-    vxy = cov_norm * (mxy - mx * my)
+    device = x.device
+    fdtype = _float_dtype(device)
+    gauss = sigma is not None
+    # Filtering dtype: the uniform window's integer sums are exact in float32 where float32 matrix products are IEEE
+    # float32 (CPU, default settings); TF32/bfloat16 products (GPUs, or CPUs after a user's
+    # torch.set_float32_matmul_precision("high"/"medium")) would round them, so there float64, exact as well.
+    exact_f32 = device.type == "cpu" and _cpu_float32_matmul_is_ieee()
+    wdtype = torch.float32 if not gauss and exact_f32 else fdtype
+    c = 1 if luma else x.shape[1]
+    halo = win - 1
+    blk = max(_HBLOCK, halo)  # the horizontal pass needs blocks at least as long as the window overlap
+    ho, wo = h - halo, w - halo
+    row = 4 * b * c * w  # elements of one image row of all the stacked moment maps
+    rows = _strip_rows(device, ho, row * wdtype.itemsize, halo)
+
+    if gauss:
+        taps = _gaussian_1d(win, sigma, torch.float64, torch.device("cpu")).tolist()
+    else:
+        taps = [1.0] * win
+    vert = _band(taps, rows, wdtype, device).T  # (rows, rows + halo)
+    hband = _band(taps, blk, wdtype, device)  # (blk + halo, blk)
+    h_main, h_next = hband[:blk], hband[blk:]
+    n_blocks = -(-rows * row // blk)
+    ring = torch.empty((rows + halo, 4, b, c, w), dtype=wdtype, device=device)
+    vflat = torch.zeros((n_blocks + 1) * blk, dtype=wdtype, device=device)  # tail stays finite (zeros)
+    hflat = torch.empty(n_blocks * blk, dtype=wdtype, device=device)
+    sflat = hflat if wdtype == fdtype else torch.empty(n_blocks * blk, dtype=fdtype, device=device)
+
+    def const(v: float) -> torch.Tensor:  # 0-dim tensor in the float dtype
+        return torch.tensor(v, dtype=fdtype, device=device)
+
     c1 = (_K1 * _DATA_RANGE) ** 2
     c2 = (_K2 * _DATA_RANGE) ** 2
-    smap = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return smap.mean(dim=(1, 2, 3))
+    if gauss:
+        scale, k_a, k_sum = 1.0, const(c1), None
+        k_xy, k_q = const((c1 + c2) / 2), const(c1 + c2)
+        if luma:
+            k_16 = const(16.0)
+            coef = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+            rgb = torch.empty((rows + halo, b, 3, w), dtype=fdtype, device=device)
+    else:
+        n_win = float(win * win)
+        scale, k_a = n_win, const(c1 * n_win * n_win)
+        k_sum = c1 * n_win * n_win + c2 * n_win * (n_win - 1)
+    acc = torch.zeros(b, dtype=fdtype, device=device)
+
+    start = 0  # first output (and input) image row of the strip
+    while start < ho:
+        n = min(rows, ho - start)
+        if start == 0:
+            new0, count = 0, n + halo
+        else:  # the previous strip had `rows` output rows; its last `halo` input rows are this strip's first ones
+            ring[:halo].copy_(ring[rows : rows + halo])
+            new0, count = halo, n
+        src = slice(start + new0, start + new0 + count)
+        mx, my, mxy, mq = ring[new0 : new0 + count].unbind(1)  # (count, b, c, w) each
+        if luma:
+            for img, out in ((x, mx[:, :, 0]), (y, my[:, :, 0])):
+                t = rgb[:count]
+                t.copy_(img[:, :, src].permute(2, 0, 1, 3))
+                torch.add(k_16, t[:, :, 0], alpha=coef[0], out=out)
+                out.add_(t[:, :, 1], alpha=coef[1])
+                out.add_(t[:, :, 2], alpha=coef[2])
+        else:
+            mx.copy_(x[:, :, src].permute(2, 0, 1, 3))
+            my.copy_(y[:, :, src].permute(2, 0, 1, 3))
+        if gauss:
+            torch.addcmul(k_xy, mx, my, out=mxy)
+            torch.addcmul(k_q, mx, mx, out=mq)
+        else:
+            torch.mul(mx, my, out=mxy)
+            torch.mul(mx, mx, out=mq)
+        mq.addcmul_(my, my)
+
+        length = n * row
+        nb = -(-length // blk)
+        torch.mm(vert[:n, : n + halo], ring[: n + halo].view(n + halo, row), out=vflat[:length].view(n, row))
+        blocks = vflat[: (nb + 1) * blk].view(nb + 1, blk)
+        hout = hflat[: nb * blk].view(nb, blk)
+        torch.mm(blocks[:nb], h_main, out=hout)
+        hout.addmm_(blocks[1:, :halo], h_next)
+        if sflat is not hflat:
+            sflat[:length].copy_(hflat[:length])
+        fx, fy, fxy, fq = sflat[:length].view(n, 4, b, c, w)[..., :wo].unbind(1)  # (n, b, c, wo) each
+
+        # fx.. are window sums (uniform window: scale = N, k_sum = K) or window means with the constants already
+        # added to the xy and q maps (Gaussian: scale = 1, k_sum = None); see the docstring.
+        a = torch.addcmul(k_a, fx, fy, value=2)  # A
+        bq = torch.addcmul(k_a, fx, fx)  # B
+        bq.addcmul_(fy, fy)
+        num = torch.add(a, fxy, alpha=-2 * scale)  # A - 2 N Sxy (- K): minus the second numerator factor
+        den = torch.add(bq, fq, alpha=-scale)  # B - N Sq (- K): minus the second denominator factor
+        if k_sum is not None:
+            num.sub_(k_sum)
+            den.sub_(k_sum)
+        num.mul_(a)
+        den.mul_(bq)
+        acc += num.div_(den).sum(dim=(0, 2, 3))
+        start += n
+    return acc / (c * ho * wo)
 
 
 # ----------------------------------------------------------------------------- RGB protocol (reference)
@@ -203,9 +345,8 @@ def ssim_rgb(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 
     Args: sr, hr: uint8 (B,3,H,W) or (3,H,W), H, W >= 7. Returns: (B,) float in [-1, 1].
     """
-    sr, hr, unbatched = _pair(sr, hr)
-    n = _RGB_WIN * _RGB_WIN
-    return _out(_ssim(sr, hr, _RGB_WIN, None, n / (n - 1.0)), unbatched)
+    sr, hr, unbatched = _pair_uint8(sr, hr)
+    return _out(_ssim_mean(sr, hr, _RGB_WIN, None, luma=False), unbatched)
 
 
 # ----------------------------------------------------------------------------- Y protocol (BasicSR / NTIRE)
@@ -240,8 +381,8 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> torch.Tensor:
     Args: sr, hr: uint8 (B,3,H,W) or (3,H,W), at least 11x11 after cropping; crop: int >= 0.
     Returns: (B,) float in [-1, 1].
     """
-    sr, hr, unbatched = _pair(sr, hr)
-    return _out(_ssim(_crop(rgb_to_y(sr), crop), _crop(rgb_to_y(hr), crop), _Y_WIN, _Y_SIGMA, 1.0), unbatched)
+    sr, hr, unbatched = _pair_uint8(sr, hr)
+    return _out(_ssim_mean(_crop(sr, crop), _crop(hr, crop), _Y_WIN, _Y_SIGMA, luma=True), unbatched)
 
 
 # ----------------------------------------------------------------------------- LR consistency
