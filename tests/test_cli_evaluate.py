@@ -19,15 +19,6 @@ SCALE = 4
 METRIC_KEYS = {"psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr", "lpips"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI machine's cores are shared: one intra-op thread avoids oversubscription (tiny tensors anyway)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def no_lpips(monkeypatch, tmp_path):
     """No LPIPS weights anywhere: LPIPS must come out as null / n/a."""

@@ -20,15 +20,6 @@ SCALE = 4
 FAST = ["--steps", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI machine's cores are shared: one intra-op thread avoids oversubscription (tiny tensors anyway)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)

@@ -24,16 +24,6 @@ import train_utils as tu  # noqa: E402
 NUM_GOOD = 5  # 5 usable 48x48 images + 1 too small -> 3 batches of 2 per epoch, every image once per epoch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the steps here are tiny, and on a busy 2-core machine OpenMP threads waiting for each
-    other make them up to 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory):
     """imagefolder with train/ (5 structured 48x48 PNGs + one 16x16 that must be skipped) and test/ (2 PNGs)."""

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from . import upscale as _upscale
+from .atomic import replacing
 from .upscale import (
     ImageError,
     UsageError,
@@ -375,20 +376,10 @@ def _json_safe(value):
 
 def write_json_atomic(data: dict, path: str) -> None:
     """Write ``data`` as JSON via ``.<name>.tmp-<pid>`` in the same folder and :func:`os.replace`."""
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(data), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(_json_safe(data), handle, indent=2, allow_nan=False)
+        handle.write("\n")
 
 
 def _fmt(value: float | None, pattern: str) -> str:

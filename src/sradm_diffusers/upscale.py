@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import replacing
 from .resources import DEMO_MODEL
 
 DEFAULT_MODEL: str = DEMO_MODEL
@@ -355,19 +356,9 @@ def write_image_atomic(image, path: str, fmt: str | None = None) -> None:
     The temporary name is ``.<name>.tmp-<pid><ext>``; it is removed if saving fails, so ``path`` either keeps its
     old content or holds the complete new image.
     """
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}{ext}")
     fmt = fmt or _save_format(path) or "PNG"
-    try:
+    with replacing(path) as tmp:
         image.save(tmp, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------------------
