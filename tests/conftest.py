@@ -32,3 +32,14 @@ def lr_image():
     image[8:18, 10:20] = 220
     image += rng.normal(0, 4, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A saved random-weight `tiny` 4x pipeline folder, for the command-line tests' --model."""
+    from sradm_diffusers import build_pipeline
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    build_pipeline("tiny", upscale_factor=4).save_pretrained(folder)
+    return str(folder)

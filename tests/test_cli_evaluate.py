@@ -10,7 +10,6 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers import build_pipeline
 from sradm_diffusers import metrics as M
 from sradm_diffusers.cli import main
 from sradm_diffusers.imresize import imresize
@@ -25,14 +24,6 @@ def no_lpips(monkeypatch, tmp_path):
     for var in ("SRADM_LPIPS_ALEX", "SRADM_LPIPS_LIN", "SRADM_LPIPS_DIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    build_pipeline("tiny", upscale_factor=SCALE).save_pretrained(folder)
-    return str(folder)
 
 
 def _hr_array(h, w, seed):

@@ -20,14 +20,6 @@ SCALE = 4
 FAST = ["--steps", "2"]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    build_pipeline("tiny", upscale_factor=SCALE).save_pretrained(folder)
-    return str(folder)
-
-
 def _write(path, h=8, w=10, seed=0, mode="RGB"):
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "RGBA": 4}[mode]
