@@ -241,6 +241,15 @@ def _package_file(package: str, *parts: str) -> Path | None:
     return None
 
 
+def _locate(explicit, explicit_name: str, env_var: str, candidates) -> Path | None:
+    """An explicit path (argument, then ``$env_var``) must exist; otherwise the first existing candidate, or None."""
+    if explicit is not None:
+        return _existing(explicit, explicit_name)
+    if os.environ.get(env_var):
+        return _existing(os.environ[env_var], f"${env_var}")
+    return next((Path(c) for c in candidates if c is not None and Path(c).is_file()), None)
+
+
 def find_lpips_weights(
     alex_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None
 ) -> tuple[Path | None, Path | None]:
@@ -249,32 +258,19 @@ def find_lpips_weights(
     Returns ``(alex, lin)``, each a Path or None when not found. A path given explicitly (argument or
     ``$SRADM_LPIPS_ALEX`` / ``$SRADM_LPIPS_LIN``) that is not a file raises ValueError.
     """
-    env_dir = os.environ.get(ENV_DIR) or None
-
-    alex = None
-    if alex_path is not None:
-        alex = _existing(alex_path, "alex_path")
-    elif os.environ.get(ENV_ALEX):
-        alex = _existing(os.environ[ENV_ALEX], f"${ENV_ALEX}")
-    else:
-        candidates = []
-        if env_dir:
-            candidates.append(Path(env_dir).expanduser() / ALEXNET_FILENAME)
-        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILENAME)
-        alex = next((c for c in candidates if c.is_file()), None)
-
-    lin = None
-    if lin_path is not None:
-        lin = _existing(lin_path, "lin_path")
-    elif os.environ.get(ENV_LIN):
-        lin = _existing(os.environ[ENV_LIN], f"${ENV_LIN}")
-    else:
-        if env_dir and (Path(env_dir).expanduser() / LIN_FILENAME).is_file():
-            lin = Path(env_dir).expanduser() / LIN_FILENAME
-        else:
-            lin = _package_file("lpips", "weights", "v0.1", LIN_FILENAME) or _package_file(
-                "torchmetrics", "functional", "image", "lpips_models", LIN_FILENAME
-            )
+    env_dir = Path(os.environ[ENV_DIR]).expanduser() if os.environ.get(ENV_DIR) else None
+    alex = _locate(
+        alex_path, "alex_path", ENV_ALEX,
+        [env_dir / ALEXNET_FILENAME if env_dir else None, Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILENAME],
+    )
+    lin = _locate(
+        lin_path, "lin_path", ENV_LIN,
+        [
+            env_dir / LIN_FILENAME if env_dir else None,
+            _package_file("lpips", "weights", "v0.1", LIN_FILENAME),
+            _package_file("torchmetrics", "functional", "image", "lpips_models", LIN_FILENAME),
+        ],
+    )
     return alex, lin
 
 
