@@ -11,6 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from diffusers import DDPMScheduler
 
 from sradm_diffusers import build_pipeline
 from sradm_diffusers.cli import main
@@ -141,8 +142,10 @@ def test_scheduler_choices(tmp_path, model_dir):
         assert type(pipe.scheduler).__name__ == class_name
         assert pipe.scheduler.config.num_train_timesteps == original["num_train_timesteps"]
         assert pipe.scheduler.config.beta_schedule == original["beta_schedule"]
-    set_scheduler(pipe, "ddim")
-    assert pipe.scheduler.config.timestep_spacing == "trailing"
+    for name in ("ddim", "dpm", "unipc", "euler"):  # even for a pipeline stored with another spacing
+        pipe.scheduler = DDPMScheduler.from_config(original, timestep_spacing="leading")
+        set_scheduler(pipe, name)
+        assert pipe.scheduler.config.timestep_spacing == "trailing", name
 
 
 def test_bad_files_reported_in_one_line_each(tmp_path, model_dir, capsys):

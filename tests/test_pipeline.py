@@ -161,6 +161,15 @@ def test_default_scheduler_is_the_reference_schedule(tiny_pipe):
     assert config.clip_sample and config.clip_sample_range == 1.0 and config.prediction_type == "epsilon"
 
 
+def test_fast_samplers_made_from_the_stored_config_use_trailing_timesteps(tiny_pipe):
+    dpm = DPMSolverMultistepScheduler.from_config(tiny_pipe.scheduler.config)
+    dpm.set_timesteps(20)
+    assert dpm.timesteps.tolist() == [99 - 5 * k for k in range(20)]  # starts at T-1, last call at t=4
+    ddpm = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
+    ddpm.set_timesteps(100)
+    assert ddpm.timesteps.tolist() == list(range(99, -1, -1))  # 100 DDPM steps are every timestep, as the reference
+
+
 @pytest.mark.parametrize("steps", [0, -1, 101, 2.5])
 def test_bad_step_counts_are_rejected(tiny_pipe, lr_image, steps):
     with pytest.raises(ValueError, match="num_inference_steps"):

@@ -52,6 +52,11 @@ def default_scheduler(num_train_timesteps: int = 100) -> DDPMScheduler:
     [-1, 1], so the stored config keeps every scheduler made ``from_config`` inside the residual's range. Without
     it an imperfect noise prediction early in DPM-Solver's few large steps can push x_0 far outside [-1, 1].
     (Euler schedulers support neither option and do not clip.)
+
+    ``timestep_spacing="trailing"`` makes a k-step sampler visit T-1, T-1-T/k, ..., T/k-1: it starts from the
+    pure-noise end and its last model call is at a small t. For 100 DDPM steps this is every timestep, as the
+    reference; for DPM-Solver++ at 20 steps it raised LR-PSNR by 2.4 dB over DPM-Solver's own "linspace" default
+    on the demo model (4 held-out 256 px crops, DDIM/DPM/DDPM compared in model_card.md).
     """
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
@@ -62,6 +67,7 @@ def default_scheduler(num_train_timesteps: int = 100) -> DDPMScheduler:
         clip_sample_range=1.0,
         thresholding=True,
         sample_max_value=1.0,
+        timestep_spacing="trailing",
     )
 
 

@@ -54,11 +54,13 @@ DEFAULT_MODEL: str = DEMO_MODEL
 SCHEDULERS: dict[str, tuple[str, dict]] = {
     "ddpm": ("DDPMScheduler", {}),
     "ddim": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
-    "dpm": ("DPMSolverMultistepScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
+    "dpm": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}),
+    "unipc": ("UniPCMultistepScheduler", {"timestep_spacing": "trailing"}),
+    "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
-"""``--scheduler`` name -> (diffusers class name, extra ``from_config`` arguments)."""
+"""``--scheduler`` name -> (diffusers class name, extra ``from_config`` arguments). Fast samplers always get
+"trailing" timesteps (also the stored default of this package's pipelines), so pipelines saved with another
+spacing are sampled the same way."""
 
 FAST_SAMPLER_STEPS = 20
 """Default ``--steps`` for every scheduler but ``ddpm``."""
