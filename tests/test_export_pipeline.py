@@ -1,5 +1,8 @@
 """training/export_pipeline.py: a pipeline folder from U-Net checkpoint(s) and an encoder, with averaging."""
 
+import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -51,6 +54,19 @@ def test_several_unets_are_averaged(parts, tmp_path):
         torch.testing.assert_close(tensor.double(), expected, rtol=0, atol=1e-7)
         differing += int(not torch.equal(a[name], b[name]))
     assert differing > 0  # the two checkpoints really differ, so the average is not one of them
+    config = json.loads((tmp_path / "pipe" / "unet" / "config.json").read_text())
+    assert config["_name_or_path"] == f"average of {root / 'unet-a'}, {root / 'unet-b'}"
+
+
+def test_exported_folder_has_umask_permissions_not_mkdtemp_ones(parts, tmp_path):
+    root, _, _ = parts
+    export_pipeline.main(["--unet", str(root / "unet-a"), "--encoder", str(root / "encoder"),
+                          "--output_dir", str(tmp_path / "pipe")])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "pipe").st_mode) == 0o777 & ~umask
+    weights = tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert stat.S_IMODE(os.stat(weights).st_mode) == 0o666 & ~umask
 
 
 def test_mismatched_configs_are_refused_and_nothing_is_written(parts, tmp_path):

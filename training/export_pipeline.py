@@ -50,7 +50,18 @@ def average_unets(unet_dirs: Sequence[str]) -> SRADMUNet:
         for name, tensor in unet.state_dict().items():
             total[name] += tensor.double()
     first.load_state_dict({name: (tensor / len(unet_dirs)).float() for name, tensor in total.items()})
+    first.register_to_config(_name_or_path="average of " + ", ".join(str(folder) for folder in unet_dirs))
     return first
+
+
+def _make_readable(folder: str) -> None:
+    """Give the staged folder the usual umask permissions (mkdtemp makes it private to the owner)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 def export(unet_dirs: str | Sequence[str], encoder_dir: str, output_dir: str, residual_scale: float = 2.0) -> None:
@@ -63,6 +74,7 @@ def export(unet_dirs: str | Sequence[str], encoder_dir: str, output_dir: str, re
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         pipe.save_pretrained(staging)
+        _make_readable(staging)
         loaded = SRADMPipeline.from_pretrained(staging)
         for name, tensor in pipe.unet.state_dict().items():
             if not torch.equal(loaded.unet.state_dict()[name], tensor):
