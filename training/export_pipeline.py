@@ -1,6 +1,6 @@
 """Assemble an SRADMPipeline folder from a trained U-Net and encoder, e.g. from an intermediate checkpoint.
 
-    python training/export_pipeline.py --unet output/demo-x4/checkpoint-16000/unet \
+    python training/export_pipeline.py --unet output/demo-x4/checkpoint-14000/unet \
         --encoder output/demo-x4-encoder-2 --output_dir src/sradm_diffusers/pretrained/sradm-demo-x4
 
 Several ``--unet`` folders (checkpoints of one run) are averaged parameter by parameter: a uniform average of the
@@ -58,7 +58,7 @@ def _make_readable(folder: str) -> None:
     """Give the staged folder the usual umask permissions (mkdtemp makes it private to the owner)."""
     umask = os.umask(0)
     os.umask(umask)
-    for root, dirs, files in os.walk(folder):
+    for root, _subdirs, files in os.walk(folder):
         os.chmod(root, 0o777 & ~umask)
         for name in files:
             os.chmod(os.path.join(root, name), 0o666 & ~umask)
