@@ -1,4 +1,7 @@
-"""Side-by-side sheet of the demo model on held-out photos: LR | bicubic | RRDB | SRADM (DDPM) | SRADM (DPM) | HR.
+"""Side-by-side sheet of the demo model on held-out photos: LR | bicubic | RRDB | SRADM x3 samplers | HR.
+
+The SRADM columns are 100 DDPM steps and 20 steps of DPM-Solver++ in its ODE (``dpm``) and SDE (``dpm-sde``) forms,
+built exactly as ``sradm upscale --scheduler`` builds them.
 
     python docs/make_comparison_sheet.py --hr-dir data/demo/test --out docs/demo_comparison.png
 
@@ -13,13 +16,14 @@ import argparse
 import os
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
 from PIL import Image, ImageDraw
 
 from sradm_diffusers import DEMO_MODEL, SRADMPipeline, imresize
 from sradm_diffusers.evaluation import center_crop, make_lr, to_uint8_rgb
+from sradm_diffusers.upscale import set_scheduler
 
-COLUMNS = ("LR (nearest)", "bicubic", "RRDB", "SRADM DDPM-100", "SRADM DPM-20", "HR")
+FAST_SAMPLERS = (("dpm", "SRADM DPM-20"), ("dpm-sde", "SRADM DPM-SDE-20"))
+COLUMNS = ("LR (nearest)", "bicubic", "RRDB", "SRADM DDPM-100", *(title for _, title in FAST_SAMPLERS), "HR")
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:
@@ -28,7 +32,7 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def row_images(pipe, dpm, hr_u8: torch.Tensor, seed: int) -> list[Image.Image]:
+def row_images(pipe, hr_u8: torch.Tensor, seed: int) -> list[Image.Image]:
     scale = pipe.config.upscale_factor
     lr_u8 = make_lr(hr_u8, scale)
     lr = lr_u8.float() / 127.5 - 1
@@ -37,15 +41,17 @@ def row_images(pipe, dpm, hr_u8: torch.Tensor, seed: int) -> list[Image.Image]:
         rrdb = pipe.lr_encoder.upscale(lr)
     lr_pil = Image.fromarray(lr_u8[0].permute(1, 2, 0).numpy())
     ddpm = pipe(lr_pil, num_inference_steps=100, generator=torch.Generator().manual_seed(seed)).images[0]
-    default_scheduler, pipe.scheduler = pipe.scheduler, dpm
-    fast = pipe(lr_pil, num_inference_steps=20, generator=torch.Generator().manual_seed(seed)).images[0]
-    pipe.scheduler = default_scheduler
+    default_scheduler, fast = pipe.scheduler, []
+    for name, _ in FAST_SAMPLERS:
+        set_scheduler(pipe, name)
+        fast.append(pipe(lr_pil, num_inference_steps=20, generator=torch.Generator().manual_seed(seed)).images[0])
+        pipe.scheduler = default_scheduler
     return [
         lr_pil.resize(size, Image.NEAREST),
         to_image(imresize(lr, scale)),
         to_image(rrdb),
         ddpm,
-        fast,
+        *fast,
         Image.fromarray(hr_u8[0].permute(1, 2, 0).numpy()),
     ]
 
@@ -63,11 +69,10 @@ def main() -> None:
 
     pipe = SRADMPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    dpm = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     rows = []
     for name in args.names.split(","):
         hr = to_uint8_rgb(Image.open(os.path.join(args.hr_dir, name)).convert("RGB"))
-        rows.append(row_images(pipe, dpm, center_crop(hr, args.crop, pipe.config.upscale_factor), args.seed))
+        rows.append(row_images(pipe, center_crop(hr, args.crop, pipe.config.upscale_factor), args.seed))
 
     tile, label_h, gap = rows[0][0].size[0], 18, 4
     sheet = Image.new("RGB", (len(COLUMNS) * (tile + gap) - gap, label_h + len(rows) * (tile + gap)), "white")

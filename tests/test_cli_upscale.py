@@ -134,6 +134,10 @@ def test_scheduler_choices(tmp_path, model_dir):
     for i in range(len(names)):
         for j in range(i):
             assert not np.array_equal(outputs[names[i]], outputs[names[j]]), (names[i], names[j])
+    # the SDE sampler draws noise at every step from the seeded generators: same seed, same image
+    argv = ["upscale", str(src), "--scheduler", "dpm-sde", "--seed", "0", "-o", str(tmp_path / "again"), "--steps", "4"]
+    assert main(argv + ["--model", model_dir]) == 0
+    np.testing.assert_array_equal(_read(tmp_path / "again" / "p_x4.png"), outputs["dpm-sde"])
 
     pipe = build_pipeline("tiny")
     original = dict(pipe.scheduler.config)
@@ -142,7 +146,11 @@ def test_scheduler_choices(tmp_path, model_dir):
         assert type(pipe.scheduler).__name__ == class_name
         assert pipe.scheduler.config.num_train_timesteps == original["num_train_timesteps"]
         assert pipe.scheduler.config.beta_schedule == original["beta_schedule"]
-    for name in ("ddim", "dpm", "unipc", "euler"):  # even for a pipeline stored with another spacing
+    set_scheduler(pipe, "dpm-sde")
+    assert pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"
+    set_scheduler(pipe, "dpm")
+    assert pipe.scheduler.config.algorithm_type == "dpmsolver++"
+    for name in ("ddim", "dpm", "dpm-sde", "unipc", "euler"):  # even for a pipeline stored with another spacing
         pipe.scheduler = DDPMScheduler.from_config(original, timestep_spacing="leading")
         set_scheduler(pipe, name)
         assert pipe.scheduler.config.timestep_spacing == "trailing", name
@@ -267,7 +275,7 @@ def test_bundled_demo_model_and_sample_are_the_defaults(tmp_path):
 
     assert os.path.isfile(os.path.join(DEMO_MODEL, "model_index.json"))
     out = tmp_path / "sample_x4.png"
-    assert main(["upscale", "--sample", "-o", str(out), "--scheduler", "dpm", "--steps", "2", "--seed", "0"]) == 0
+    assert main(["upscale", "--sample", "-o", str(out), "--scheduler", "dpm-sde", "--steps", "2", "--seed", "0"]) == 0
     assert _read(out).shape == (512, 512, 3)
     with PIL.Image.open(SAMPLE_IMAGE) as sample:
         assert sample.size == (128, 128)

@@ -54,7 +54,7 @@ def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_he
     parser.add_argument(
         "--scheduler", choices=list(SCHEDULERS), default=None,
         help="sampler swapped in with from_config (default: the model's own, DDPM for SRADM checkpoints); "
-        "ddim uses timestep_spacing='trailing'",
+        "the fast ones use timestep_spacing='trailing'; dpm-sde is DPM-Solver++'s stochastic form",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1, metavar="K", help="SR samples per image (default 1)"

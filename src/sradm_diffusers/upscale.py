@@ -54,13 +54,17 @@ DEFAULT_MODEL: str = DEMO_MODEL
 SCHEDULERS: dict[str, tuple[str, dict]] = {
     "ddpm": ("DDPMScheduler", {}),
     "ddim": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
-    "dpm": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}),
+    "dpm": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing", "algorithm_type": "dpmsolver++"}),
+    "dpm-sde": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing", "algorithm_type": "sde-dpmsolver++"}),
     "unipc": ("UniPCMultistepScheduler", {"timestep_spacing": "trailing"}),
     "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
 """``--scheduler`` name -> (diffusers class name, extra ``from_config`` arguments). Fast samplers always get
 "trailing" timesteps (also the stored default of this package's pipelines), so pipelines saved with another
-spacing are sampled the same way."""
+spacing are sampled the same way. ``dpm-sde`` is DPM-Solver++'s stochastic (SDE) form: it injects fresh noise
+at every step, like the DDPM sampler the model was trained for; on the demo model at 20 steps it was more
+LR-consistent and had less grain along strong edges than the deterministic ``dpm`` (model_card.md). ``dpm`` names
+its algorithm explicitly, so it is the ODE form even when swapped in from a ``dpm-sde`` scheduler's config."""
 
 FAST_SAMPLER_STEPS = 20
 """Default ``--steps`` for every scheduler but ``ddpm``."""
