@@ -16,6 +16,12 @@ def sample(pipe, image, seed=0):
     return pipe(image, num_inference_steps=3, generator=torch.Generator().manual_seed(seed), output_type="pt").images
 
 
+# A loaded pipeline runs on memory-mapped safetensors weights whose addresses need not be 64-byte aligned, so oneDNN
+# may pick other convolution kernels than for freshly allocated weights (seen on AMD EPYC: 1.5e-5 after three
+# steps). The weights themselves must round-trip bit-exactly; the sampled images only to float rounding.
+CROSS_PATH_ATOL = 1e-4
+
+
 def test_save_load_round_trip_is_exact(tiny_pipe, lr_image, tmp_path):
     tiny_pipe.save_pretrained(tmp_path)
     loaded = SRADMPipeline.from_pretrained(tmp_path)
@@ -24,7 +30,8 @@ def test_save_load_round_trip_is_exact(tiny_pipe, lr_image, tmp_path):
     assert loaded.config.upscale_factor == 4 and loaded.config.residual_scale == 2.0
     for name, tensor in tiny_pipe.unet.state_dict().items():
         torch.testing.assert_close(loaded.unet.state_dict()[name], tensor, atol=0, rtol=0)
-    torch.testing.assert_close(sample(loaded, lr_image), sample(tiny_pipe, lr_image), atol=0, rtol=0)
+    torch.testing.assert_close(loaded.lr_encoder.state_dict(), tiny_pipe.lr_encoder.state_dict(), atol=0, rtol=0)
+    torch.testing.assert_close(sample(loaded, lr_image), sample(tiny_pipe, lr_image), atol=CROSS_PATH_ATOL, rtol=0)
 
 
 def test_model_index_names_the_public_classes(tiny_pipe, tmp_path):
@@ -71,7 +78,8 @@ def test_load_by_repo_id_from_the_hub_cache_offline(tiny_pipe, lr_image, tmp_pat
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     loaded = SRADMPipeline.from_pretrained("org/sradm-tiny", cache_dir=cache)
     loaded.set_progress_bar_config(disable=True)
-    torch.testing.assert_close(sample(loaded, lr_image), sample(tiny_pipe, lr_image), atol=0, rtol=0)
+    torch.testing.assert_close(loaded.unet.state_dict(), tiny_pipe.unet.state_dict(), atol=0, rtol=0)
+    torch.testing.assert_close(sample(loaded, lr_image), sample(tiny_pipe, lr_image), atol=CROSS_PATH_ATOL, rtol=0)
     assert commit in os.path.realpath(SRADMPipeline.download("org/sradm-tiny", cache_dir=cache))
 
 

@@ -41,7 +41,9 @@ def test_batch_equals_singles_with_the_same_generators(tiny_pipe, lr_image):
     batch = tiny_pipe([lr_image, other], num_inference_steps=3, generator=generators, output_type="pt").images
     first = run(tiny_pipe, lr_image, 10, num_inference_steps=3)
     second = run(tiny_pipe, other, 11, num_inference_steps=3)
-    torch.testing.assert_close(batch, torch.cat([first, second]), atol=1e-5, rtol=1e-5)
+    # A batch of 2 and two batches of 1 take different oneDNN kernels (chosen by shape), so they agree only to
+    # float rounding: 1.5e-5 after three steps was seen on AMD EPYC. Same-path reruns stay bit-exact (test above).
+    torch.testing.assert_close(batch, torch.cat([first, second]), atol=1e-4, rtol=0)
 
 
 def test_k_samples_per_image_differ(tiny_pipe, lr_image):
