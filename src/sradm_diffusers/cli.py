@@ -12,7 +12,10 @@ import os
 import sys
 
 from .resources import SAMPLE_IMAGE
-from .upscale import DEFAULT_MODEL, DEVICES, DTYPES, FAST_SAMPLER_STEPS, SCHEDULERS, UsageError, one_line
+from .upscale import (
+    AUTO_TILE_PIXELS, DEFAULT_MODEL, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, DTYPES, FAST_SAMPLER_STEPS,
+    SCHEDULERS, UsageError, one_line,
+)
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
 
@@ -104,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
     )
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights/compute dtype (default fp32)")
+    up.add_argument(
+        "--tile", type=_non_negative_int, default=None, metavar="N",
+        help="sample in overlapping tiles of N x N input pixels, blended seam-free, in bounded memory; 0 never "
+        f"tiles (default: tiles of {DEFAULT_TILE} for inputs over {AUTO_TILE_PIXELS} pixels, announced)",
+    )
+    up.add_argument(
+        "--tile-overlap", type=_non_negative_int, default=DEFAULT_TILE_OVERLAP, metavar="M",
+        help=f"minimum overlap of neighbouring tiles in input pixels, less than N/2 (default {DEFAULT_TILE_OVERLAP})",
+    )
 
     ev = commands.add_parser(
         "evaluate",
@@ -165,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_upscale(
                 inputs, output=args.output, model=args.model, steps=args.steps, scheduler=args.scheduler,
                 seed=args.seed, samples=args.samples, device=args.device, dtype=args.dtype,
+                tile=args.tile, tile_overlap=args.tile_overlap,
             )
         from .evaluation import run_evaluate
 

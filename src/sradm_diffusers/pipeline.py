@@ -16,6 +16,7 @@ from .hub import resolve_pipeline_folder
 from .image_processing import OUTPUT_TYPES, ImageInput, postprocess, preprocess
 from .imresize import imresize
 from .models import RRDBEncoder, SRADMUNet
+from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
 
 # Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
 _LIBRARY = "sradm_diffusers"
@@ -78,6 +79,27 @@ class SRADMPipeline(DiffusionPipeline):
             raise ValueError(f"residual_scale must be positive, got {residual_scale}.")
         self.register_modules(unet=unet, lr_encoder=lr_encoder, scheduler=scheduler)
         self.register_to_config(upscale_factor=upscale_factor, residual_scale=residual_scale)
+        self.tiling: tuple[int, int] | None = None
+
+    def enable_tiling(self, tile_size: int = 128, tile_overlap: int = 16) -> None:
+        """Sample images larger than ``tile_size`` x ``tile_size`` LR pixels in overlapping tiles, in bounded memory.
+
+        One sampler trajectory covers the whole image: at every step the U-Net runs on HR tiles of
+        ``tile_size * s`` pixels overlapping by at least ``tile_overlap * s``, and their noise predictions are
+        blended with smooth weights that sum to one (:mod:`sradm_diffusers.tiling`). The encoder and the
+        conditioning see a halo covering their receptive field, so tiling leaves them unchanged. Tile starts snap
+        to the U-Net's attention-window grid; an image that fits in one tile is sampled exactly as untiled.
+
+        Args:
+            tile_size: tile side in LR (input) pixels, like Real-ESRGAN's ``--tile``.
+            tile_overlap: minimum overlap of neighbouring tiles in LR pixels; less than ``tile_size / 2``.
+        """
+        check_tile_arguments(tile_size, tile_overlap)
+        self.tiling = (tile_size, tile_overlap)
+
+    def disable_tiling(self) -> None:
+        """Sample the whole image in one U-Net call per step again (the default)."""
+        self.tiling = None
 
     def register_to_config(self, **kwargs):
         # diffusers records a component of an unknown library by its defining module; record the public name.
@@ -140,6 +162,24 @@ class SRADMPipeline(DiffusionPipeline):
         features = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype))
         return self.unet.condition(features.to(dtype=self.unet.dtype))
 
+    def noise_predictor(self, lr: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1].
+
+        Untiled (or when the image fits in one tile): the U-Net on the whole image with ``encode_condition(lr)``.
+        Tiled: :class:`~sradm_diffusers.tiling.TiledNoisePredictor` over the tiles of ``enable_tiling``.
+        """
+        scale = self.config.upscale_factor
+        tiles = None
+        if self.tiling is not None:
+            tile_size, tile_overlap = self.tiling
+            align = unet_alignment(self.unet, scale)
+            tiles = plan_tiles(lr.shape[-2] * scale, lr.shape[-1] * scale, tile_size * scale, tile_overlap * scale, align)
+        if tiles is None or len(tiles) == 1:
+            cond = self.encode_condition(lr)
+            return lambda sample, t: self.unet(sample, t, cond).sample
+        features = encode_features_tiled(self.lr_encoder, lr, tile_size).to(dtype=self.unet.dtype)
+        return TiledNoisePredictor(self.unet, features, tiles, scale, ramp=tile_overlap * scale)
+
     def _lr_padding(self, height: int, width: int) -> tuple[int, int]:
         """LR padding that makes the HR size a multiple of the U-Net's ``size_multiple``."""
         multiple = self.unet.size_multiple // math.gcd(self.unet.size_multiple, self.config.upscale_factor)
@@ -187,7 +227,7 @@ class SRADMPipeline(DiffusionPipeline):
         up = imresize(lr, scale).clamp(-1.0, 1.0)
 
         pad_h, pad_w = self._lr_padding(height, width)
-        cond = self.encode_condition(_pad_bottom_right(lr, pad_h, pad_w))
+        predict_noise = self.noise_predictor(_pad_bottom_right(lr, pad_h, pad_w))
 
         hr_shape = (batch, 3, height * scale, width * scale)
         if latents is None:
@@ -201,7 +241,7 @@ class SRADMPipeline(DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = self.scheduler.scale_model_input(latents, t)
-            noise_pred = self.unet(model_input, t, cond).sample
+            noise_pred = predict_noise(model_input, t)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": latents}

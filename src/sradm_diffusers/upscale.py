@@ -69,6 +69,12 @@ its algorithm explicitly, so it is the ODE form even when swapped in from a ``dp
 FAST_SAMPLER_STEPS = 20
 """Default ``--steps`` for every scheduler but ``ddpm``."""
 
+DEFAULT_TILE = 128
+DEFAULT_TILE_OVERLAP = 16
+AUTO_TILE_PIXELS = 256 * 256
+"""``--tile``: without it, inputs of more than ``AUTO_TILE_PIXELS`` pixels are sampled in tiles of
+``DEFAULT_TILE`` input pixels (announced in one line), so that a large photo does not exhaust memory."""
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -181,6 +187,17 @@ def resolve_steps(pipe, steps: int | None) -> int:
     if steps < 1 or steps > max_steps:
         raise UsageError(f"--steps {steps}: use 1..{max_steps} (the model's scheduler has {max_steps} timesteps).")
     return steps
+
+
+def choose_tiling(width: int, height: int, tile: int | None, overlap: int) -> tuple[int, int] | None:
+    """``(tile_size, tile_overlap)`` for an input of width x height pixels, or None to sample it whole.
+
+    ``tile`` 0 never tiles, N > 0 always tiles with N, None tiles with :data:`DEFAULT_TILE` above
+    :data:`AUTO_TILE_PIXELS`.
+    """
+    if tile == 0 or (tile is None and width * height <= AUTO_TILE_PIXELS):
+        return None
+    return (DEFAULT_TILE if tile is None else tile, overlap)
 
 
 def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:
@@ -388,6 +405,8 @@ def run_upscale(
     samples: int = 1,
     device: str | None = None,
     dtype: str = "fp32",
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
 ) -> int:
     """Run ``sradm upscale``. Returns the exit status: 0 all written, 1 some input failed.
 
@@ -400,6 +419,13 @@ def run_upscale(
         raise UsageError(f"--samples {samples}: use 1 or more.")
     if seed is not None and seed < 0:
         raise UsageError(f"--seed {seed}: use a non-negative integer.")
+    if tile != 0:
+        from .tiling import check_tile_arguments
+
+        try:
+            check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
+        except ValueError as error:
+            raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
     for arg, reason in problems:
@@ -434,6 +460,17 @@ def run_upscale(
                 if key in written_keys:
                     raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
             image = load_image(path)
+            tiling = choose_tiling(image.width, image.height, tile, tile_overlap)
+            if tiling is not None and tile is None:
+                tqdm.write(
+                    f"{path}: {image.width}x{image.height} is over {AUTO_TILE_PIXELS} pixels: sampling in tiles of "
+                    f"{tiling[0]} px overlapping by {tiling[1]} (--tile N to choose, --tile 0 to turn off)",
+                    file=sys.stderr,
+                )
+            if tiling is None:
+                pipe.disable_tiling()
+            else:
+                pipe.enable_tiling(*tiling)
             try:
                 result = pipe(
                     image,
