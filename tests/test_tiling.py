@@ -312,3 +312,63 @@ def test_the_seam_measure_detects_unblended_tiles(demo_seam_case):
         pipe.disable_tiling()
     edges = tile_edges(320, 128, 0)
     assert border_gradient_ratio(tiled, edges) / border_gradient_ratio(untiled, edges) > 1.10
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sradm upscale --tile / --tile-overlap and automatic tiling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _write_png(path, height, width):
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(image).save(path)
+    return image
+
+
+def test_cli_tile_option_gives_the_api_result(tmp_path, model_dir):
+    from sradm_diffusers.cli import main
+
+    image = _write_png(tmp_path / "p.png", 20, 30)
+    assert main(["upscale", str(tmp_path / "p.png"), "--model", model_dir, "--steps", "2", "--seed", "0",
+                 "--tile", "12", "--tile-overlap", "2", "-o", str(tmp_path / "out.png")]) == 0
+    pipe = SRADMPipeline.from_pretrained(model_dir)
+    pipe.enable_tiling(12, 2)
+    expected = pipe(image, num_inference_steps=2, generator=[torch.Generator().manual_seed(0)]).images[0]
+    written = np.asarray(Image.open(tmp_path / "out.png"), dtype=np.int16)
+    # The same computation in another process: rounding to uint8 may differ by one level.
+    assert np.abs(written - np.asarray(expected, dtype=np.int16)).max() <= 1
+
+
+def test_cli_tiles_large_inputs_automatically_and_says_so(tmp_path, model_dir, capsys, monkeypatch):
+    import sradm_diffusers.upscale as upscale
+    from sradm_diffusers.cli import main
+
+    monkeypatch.setattr(upscale, "AUTO_TILE_PIXELS", 100)
+    monkeypatch.setattr(upscale, "DEFAULT_TILE", 8)
+    _write_png(tmp_path / "big.png", 12, 10)
+    _write_png(tmp_path / "small.png", 9, 11)
+    used = []
+    monkeypatch.setattr(SRADMPipeline, "enable_tiling", lambda self, *a: used.append(a) or setattr(self, "tiling", a))
+    assert main(["upscale", str(tmp_path / "big.png"), str(tmp_path / "small.png"), "--model", model_dir,
+                 "--steps", "1", "--tile-overlap", "2"]) == 0
+    err = capsys.readouterr().err
+    assert used == [(8, 2)]
+    assert err.count("sampling in tiles of 8 px") == 1 and "big.png: 10x12 is over 100 pixels" in err
+    used.clear()
+    assert main(["upscale", str(tmp_path / "big.png"), "--model", model_dir, "--steps", "1", "--tile", "0"]) == 0
+    assert used == [] and "tiles" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--tile", "8", "--tile-overlap", "4"], "less than half"), (["--tile", "-3"], "--tile"),
+     (["--tile-overlap", "64"], "less than half")],
+)
+def test_cli_bad_tile_options_exit_2_in_one_line(tmp_path, model_dir, capsys, extra, message):
+    from sradm_diffusers.cli import main
+
+    _write_png(tmp_path / "p.png", 8, 8)
+    assert main(["upscale", str(tmp_path / "p.png"), "--model", model_dir, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
