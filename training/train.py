@@ -766,6 +766,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 validate(global_step)
         if not done:
             if steps_in_epoch == 0 and epoch_start_batch == 0:
+                progress.close()
                 raise ValueError(
                     f"No training pair in a whole epoch: {skipped_local} image(s) were skipped (unreadable, or smaller "
                     f"than --resolution {args.resolution} px) and none was usable. Nothing was trained or saved; check "

@@ -58,6 +58,11 @@ def check_pipeline_folder(folder: str | os.PathLike) -> None:
     """Raise ``ValueError`` naming what is missing if ``folder`` is not a saved SRADM pipeline."""
     folder = os.fspath(folder)
     index = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index) and os.path.isdir(os.path.join(folder, ".export.tmp")):
+        raise ValueError(
+            f"{folder}: the training run's final export into this folder was interrupted (.export.tmp is left); "
+            "run the same training command again with --resume_from_checkpoint latest to finish it."
+        )
     if not os.path.isfile(index):
         config = os.path.join(folder, "config.json")
         if os.path.isfile(config):

@@ -498,6 +498,12 @@ def run_upscale(
             "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
             "5x slower than fp32) and diffusers warns they may fail; use --dtype fp32 or bf16 on the CPU, fp16 on cuda."
         )
+    try:
+        from .memory import available_bytes
+
+        available_bytes(torch_device)
+    except ValueError as error:
+        raise UsageError(one_line(error)) from error
     pipe = load_pipeline(model, torch_device, dtype)
     set_scheduler(pipe, scheduler)
     num_steps = resolve_steps(pipe, steps)
