@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train  # noqa: E402
 import train_utils as tu  # noqa: E402
 from test_train import common, load_weights, run  # noqa: E402
 
@@ -180,33 +179,56 @@ def _interrupted_export(folder: Path) -> None:
 
 CLI_CASES = [
     # NaN/inf and out-of-range pixels
-    CliCase("tiff_F_nan", _upscale_file(lambda t: _float_tiff(t / "in" / "f.tif", np.nan)), 1, r"f\.tif: F-mode image contains NaN or infinite pixels; replace them"),
-    CliCase("tiff_F_inf", _upscale_file(lambda t: _float_tiff(t / "in" / "f.tif", np.inf)), 1, r"F-mode image contains NaN or infinite"),
-    CliCase("tiff_F_negative", _upscale_file(lambda t: _float_tiff(t / "in" / "f.tif", -5.0)), 1, r"values in \[-5\.0, 100\.0\]; scale it to 0\.\.255"),
-    CliCase("tiff_I_too_large", _upscale_file(lambda t: _float_tiff(t / "in" / "i.tif", 70000, "I")), 1, r"I-mode image has values in .*scale it to 0\.\.255"),
+    CliCase("tiff_F_nan", _upscale_file(lambda t: _float_tiff(t / "in" / "f.tif", np.nan)), 1,
+            r"f\.tif: F-mode image contains NaN or infinite pixels; replace them"),
+    CliCase("tiff_F_inf", _upscale_file(lambda t: _float_tiff(t / "in" / "f.tif", np.inf)), 1,
+            r"F-mode image contains NaN or infinite"),
+    CliCase("tiff_F_negative", _upscale_file(lambda t: _float_tiff(t / "in" / "f.tif", -5.0)), 1,
+            r"values in \[-5\.0, 100\.0\]; scale it to 0\.\.255"),
+    CliCase("tiff_I_too_large", _upscale_file(lambda t: _float_tiff(t / "in" / "i.tif", 70000, "I")), 1,
+            r"I-mode image has values in .*scale it to 0\.\.255"),
     # unreadable files
     CliCase("empty_file", _upscale_file(lambda t: _file(t, "in/e.png", b"")), 1, r"e\.png: empty file \(0 bytes\)"),
-    CliCase("not_an_image", _upscale_file(lambda t: _file(t, "in/n.png", b"hello")), 1, r"n\.png: not an image file PIL can read"),
-    CliCase("truncated_png", _upscale_file(lambda t: _file(t, "in/t.png", _png(t / "x.png", 64, 64).read_bytes()[:300])), 1, r"t\.png: cannot decode the image"),
-    CliCase("missing_input", lambda t, m: ["upscale", str(t / "nope.png"), "--model", m], 1, r"nope\.png: no such file or directory"),
-    CliCase("empty_folder", lambda t, m: (t / "empty").mkdir() or ["upscale", str(t / "empty"), "--model", m], 1, r"no image files in this folder"),
+    CliCase("not_an_image", _upscale_file(lambda t: _file(t, "in/n.png", b"hello")), 1,
+            r"n\.png: not an image file PIL can read"),
+    CliCase("truncated_png",
+            _upscale_file(lambda t: _file(t, "in/t.png", _png(t / "x.png", 64, 64).read_bytes()[:300])), 1,
+            r"t\.png: cannot decode the image"),
+    CliCase("missing_input", lambda t, m: ["upscale", str(t / "nope.png"), "--model", m], 1,
+            r"nope\.png: no such file or directory"),
+    CliCase("empty_folder", lambda t, m: (t / "empty").mkdir() or ["upscale", str(t / "empty"), "--model", m], 1,
+            r"no image files in this folder"),
     # damaged or wrong models
-    CliCase("model_nan_weights", _upscale_model(_nan_weights), 1, r"NaN or infinite values in the model's output.*weights may be corrupt"),
-    CliCase("model_missing_weight_key", _upscale_model(_drop_weight), 2, r"lacks the weight 'conv_in\.0\.weight'.*folder is incomplete"),
-    CliCase("model_truncated_weights", _upscale_model(_truncate(UNET_WEIGHTS)), 2, r"diffusion_pytorch_model\.safetensors is damaged or truncated.*re-save or re-download"),
-    CliCase("model_scheduler_zero_timesteps", _upscale_model(_edit_json("scheduler/scheduler_config.json", num_train_timesteps=0)), 2, r"scheduler config .* is invalid: num_train_timesteps=0"),
-    CliCase("model_missing_unet_config", _upscale_model(_remove("unet/config.json")), 2, r"unet/config\.json is missing; the pipeline folder is incomplete"),
-    CliCase("model_broken_unet_config", _upscale_model(_write_text("unet/config.json", "{not json")), 2, r"unet/config\.json is not valid JSON.*damaged"),
-    CliCase("model_broken_index", _upscale_model(_write_text("model_index.json", "[")), 2, r"model_index\.json is not valid JSON"),
-    CliCase("model_interrupted_export", _upscale_model(_interrupted_export), 2, r"final export into this folder was interrupted.*--resume_from_checkpoint latest"),
-    CliCase("model_no_such_folder", lambda t, m: _upscale(model=False)(t, m) + ["--model", str(t / "nomodel")], 2, r"no such folder"),
-    CliCase("model_is_a_file", lambda t, m: _upscale(model=False)(t, m) + ["--model", str(_png(t / "m.png"))], 2, r"is a file; pass the pipeline folder"),
+    CliCase("model_nan_weights", _upscale_model(_nan_weights), 1,
+            r"NaN or infinite values in the model's output.*weights may be corrupt"),
+    CliCase("model_missing_weight_key", _upscale_model(_drop_weight), 2,
+            r"lacks the weight 'conv_in\.0\.weight'.*folder is incomplete"),
+    CliCase("model_truncated_weights", _upscale_model(_truncate(UNET_WEIGHTS)), 2,
+            r"diffusion_pytorch_model\.safetensors is damaged or truncated.*re-save or re-download"),
+    CliCase("model_scheduler_zero_timesteps",
+            _upscale_model(_edit_json("scheduler/scheduler_config.json", num_train_timesteps=0)), 2,
+            r"scheduler config .* is invalid: num_train_timesteps=0"),
+    CliCase("model_missing_unet_config", _upscale_model(_remove("unet/config.json")), 2,
+            r"unet/config\.json is missing; the pipeline folder is incomplete"),
+    CliCase("model_broken_unet_config", _upscale_model(_write_text("unet/config.json", "{not json")), 2,
+            r"unet/config\.json is not valid JSON.*damaged"),
+    CliCase("model_broken_index", _upscale_model(_write_text("model_index.json", "[")), 2,
+            r"model_index\.json is not valid JSON"),
+    CliCase("model_interrupted_export", _upscale_model(_interrupted_export), 2,
+            r"final export into this folder was interrupted.*--resume_from_checkpoint latest"),
+    CliCase("model_no_such_folder", lambda t, m: _upscale(model=False)(t, m) + ["--model", str(t / "nomodel")], 2,
+            r"no such folder"),
+    CliCase("model_is_a_file", lambda t, m: _upscale(model=False)(t, m) + ["--model", str(_png(t / "m.png"))], 2,
+            r"is a file; pass the pipeline folder"),
     # options
-    CliCase("seed_30_digits", _upscale("--seed", "1" * 30), 2, r"--seed: 1{30} is out of range; use 0\.\.9223372036854775807"),
+    CliCase("seed_30_digits", _upscale("--seed", "1" * 30), 2,
+            r"--seed: 1{30} is out of range; use 0\.\.9223372036854775807"),
     CliCase("seed_negative", _upscale("--seed", "-1"), 2, r"-1 must be >= 0"),
-    CliCase("seed_plus_samples_overflows", _upscale("--seed", str(2**63 - 1), "--samples", "2"), 2, r"--seed 9223372036854775807: use 0\.\.9223372036854775806"),
+    CliCase("seed_plus_samples_overflows", _upscale("--seed", str(2**63 - 1), "--samples", "2"), 2,
+            r"--seed 9223372036854775807: use 0\.\.9223372036854775806"),
     CliCase("seed_not_a_number", _upscale("--seed", "abc"), 2, r"'abc' is not an integer"),
-    CliCase("fp16_on_cpu", _upscale("--dtype", "fp16", "--device", "cpu"), 2, r"--dtype fp16 on the CPU is not supported.*use --dtype fp32 or bf16"),
+    CliCase("fp16_on_cpu", _upscale("--dtype", "fp16", "--device", "cpu"), 2,
+            r"--dtype fp16 on the CPU is not supported.*use --dtype fp32 or bf16"),
     CliCase("steps_zero", _upscale("--steps", "0"), 2, r"--steps: 0 must be >= 1"),
     CliCase("steps_too_many", _upscale("--steps", "101"), 2, r"--steps 101: use 1\.\.100"),
     CliCase("samples_zero", _upscale("--samples", "0"), 2, r"--samples: 0 must be >= 1"),
@@ -214,18 +236,32 @@ CLI_CASES = [
     CliCase("no_inputs", lambda t, m: ["upscale", "--model", m], 2, r"give at least one INPUT"),
     CliCase("bad_memory_limit", _upscale(), 2, r"SRADM_MEMORY_LIMIT='lots' is not a size", {MEMORY_LIMIT_ENV: "lots"}),
     # memory guard: refused before sampling, with the fixes
-    CliCase("memory_guard", _upscale("--samples", "2"), 1, r"needs about .* GiB but only 0\.0 GiB is available; use a smaller input, --tile N", {MEMORY_LIMIT_ENV: "1M"}),
+    CliCase("memory_guard", _upscale("--samples", "2"), 1,
+            r"needs about .* GiB but only 0\.0 GiB is available; use a smaller input, --tile N",
+            {MEMORY_LIMIT_ENV: "1M"}),
     # output locations, checked before loading the model
-    CliCase("out_parent_is_a_file", _upscale_out(lambda t: str(_png(t / "f.png")) + "/sub/"), 2, r"cannot create the output folder"),
-    CliCase("out_file_missing_parent", _upscale_out(lambda t: str(t / "nodir" / "x.png")), 2, r"the folder .*nodir' does not exist; create it"),
-    CliCase("out_existing_non_image_file", _upscale_out(lambda t: str(_file(t, "x.txt", b"keep"))), 2, r"exists and is not a folder"),
-    CliCase("out_file_for_two_inputs", _upscale_out(lambda t: str(t / "x.png"), inputs=("in/a.png", "in/b.png")), 2, r"names one image file, but the inputs give several"),
-    CliCase("out_file_for_two_samples", _upscale_out(lambda t: str(t / "x.png"), "--samples", "2"), 2, r"writes 2 files; pass a folder"),
-    CliCase("evaluate_json_is_a_folder", _evaluate(lambda t: str((t / "res").mkdir() or t / "res")), 2, r"--json .* is a folder; pass a file name"),
-    CliCase("evaluate_json_parent_is_a_file", _evaluate(lambda t: str(_file(t, "f", b"")) + "/r.json"), 2, r"is a file, not a folder; choose another location"),
-    CliCase("evaluate_seed_out_of_range", _evaluate(None, "--seed", str(2**63)), 2, r"--seed: 9223372036854775808 is out of range"),
-    CliCase("evaluate_missing_hr_dir", lambda t, m: ["evaluate", "--hr-dir", str(t / "nohr"), "--scale", "4", "--methods", "bicubic"], 2, r"is not a folder"),
-    CliCase("evaluate_lr_dir_without_hr_dir", lambda t, m: ["evaluate", "--dataset", "x", "--lr-dir", str(t), "--scale", "4"], 2, r"--lr-dir needs --hr-dir"),
+    CliCase("out_parent_is_a_file", _upscale_out(lambda t: str(_png(t / "f.png")) + "/sub/"), 2,
+            r"cannot create the output folder"),
+    CliCase("out_file_missing_parent", _upscale_out(lambda t: str(t / "nodir" / "x.png")), 2,
+            r"the folder .*nodir' does not exist; create it"),
+    CliCase("out_existing_non_image_file", _upscale_out(lambda t: str(_file(t, "x.txt", b"keep"))), 2,
+            r"exists and is not a folder"),
+    CliCase("out_file_for_two_inputs", _upscale_out(lambda t: str(t / "x.png"), inputs=("in/a.png", "in/b.png")), 2,
+            r"names one image file, but the inputs give several"),
+    CliCase("out_file_for_two_samples", _upscale_out(lambda t: str(t / "x.png"), "--samples", "2"), 2,
+            r"writes 2 files; pass a folder"),
+    CliCase("evaluate_json_is_a_folder", _evaluate(lambda t: str((t / "res").mkdir() or t / "res")), 2,
+            r"--json .* is a folder; pass a file name"),
+    CliCase("evaluate_json_parent_is_a_file", _evaluate(lambda t: str(_file(t, "f", b"")) + "/r.json"), 2,
+            r"is a file, not a folder; choose another location"),
+    CliCase("evaluate_seed_out_of_range", _evaluate(None, "--seed", str(2**63)), 2,
+            r"--seed: 9223372036854775808 is out of range"),
+    CliCase("evaluate_missing_hr_dir",
+            lambda t, m: ["evaluate", "--hr-dir", str(t / "nohr"), "--scale", "4", "--methods", "bicubic"], 2,
+            r"is not a folder"),
+    CliCase("evaluate_lr_dir_without_hr_dir",
+            lambda t, m: ["evaluate", "--dataset", "x", "--lr-dir", str(t), "--scale", "4"], 2,
+            r"--lr-dir needs --hr-dir"),
 ]
 
 
@@ -287,18 +323,24 @@ def _tight_memory(pipe, tmp):
 API_CASES = [
     ("numpy_nan", _api_call(_nan_array), ValueError, r"numpy image contains NaN or infinite values"),
     ("numpy_inf", _api_call(lambda: np.full((8, 10, 3), np.inf, np.float32)), ValueError, r"NaN or infinite"),
-    ("torch_nan", _api_call(lambda: torch.from_numpy(_nan_array()).permute(2, 0, 1)), ValueError, r"image tensor contains NaN"),
-    ("pil_F_nan", _api_call(lambda: PIL.Image.fromarray(np.full((8, 10), np.nan, np.float32), "F")), ValueError, r"F-mode image contains NaN"),
+    ("torch_nan", _api_call(lambda: torch.from_numpy(_nan_array()).permute(2, 0, 1)), ValueError,
+         r"image tensor contains NaN"),
+    ("pil_F_nan", _api_call(lambda: PIL.Image.fromarray(np.full((8, 10), np.nan, np.float32), "F")), ValueError,
+         r"F-mode image contains NaN"),
     ("numpy_out_of_range", _api_call(lambda: np.full((8, 10, 3), 2.0, np.float32)), ValueError, r"must be in \[0, 1\]"),
-    ("nan_latents", _api_call(latents=torch.full((1, 3, 32, 40), float("nan"))), ValueError, r"NaN or infinite values in latents; pass finite"),
+    ("nan_latents", _api_call(latents=torch.full((1, 3, 32, 40), float("nan"))), ValueError,
+         r"NaN or infinite values in latents; pass finite"),
     ("nan_weights", _poison, ValueError, r"NaN or infinite values in the model's output"),
-    ("memory_guard", _tight_memory, SamplingMemoryError, r"3 output\(s\) of 40x32 pixels needs about .*--tile N.*fewer --samples"),
-    ("zero_steps", lambda p, t: p(np.zeros((8, 10, 3), np.uint8), num_inference_steps=0), ValueError, r"num_inference_steps must be an integer >= 1"),
+    ("memory_guard", _tight_memory, SamplingMemoryError,
+         r"3 output\(s\) of 40x32 pixels needs about .*--tile N.*fewer samples \(--samples"),
+    ("zero_steps", lambda p, t: p(np.zeros((8, 10, 3), np.uint8), num_inference_steps=0), ValueError,
+         r"num_inference_steps must be an integer >= 1"),
     ("bad_output_type", _api_call(output_type="jpeg"), ValueError, r"Unknown output_type 'jpeg'"),
     ("empty_list", lambda p, t: p([], num_inference_steps=1), ValueError, r"empty list of images"),
     ("load_missing_weight", _api_load(_drop_weight), ValueError, r"lacks the weight 'conv_in\.0\.weight'"),
     ("load_truncated_weights", _api_load(_truncate(UNET_WEIGHTS, 0.5)), ValueError, r"damaged or truncated"),
-    ("load_zero_timesteps", _api_load(_edit_json("scheduler/scheduler_config.json", num_train_timesteps=0)), ValueError, r"num_train_timesteps=0"),
+    ("load_zero_timesteps", _api_load(_edit_json("scheduler/scheduler_config.json", num_train_timesteps=0)), ValueError,
+         r"num_train_timesteps=0"),
 ]
 
 
@@ -327,24 +369,29 @@ def test_bin_only_model_loads_with_one_note(tiny_pipe, tmp_path, caplog):
 
 # ----------------------------------------------------------------------------------------------------- correct output
 def test_samples_are_batched_to_fit_memory_and_progress_is_shown(tmp_path, model_dir, capsys, monkeypatch):
-    """With room for only one sample per call, --samples 3 still writes the three samples of seeds S..S+2 (as one
-    batch of 3 would, up to float rounding: a batch of 3 and three of 1 take other kernels, hence <= 1 level)."""
+    """With (half the) memory for only one sample per call, --samples 3 still writes the three samples of seeds
+    S..S+2 (as one batch of 3 would, up to float rounding: a batch of 3 and three of 1 take other kernels, hence
+    <= 1 level)."""
     src = _png(tmp_path / "in" / "p.png")
     assert main(["upscale", str(src), "--samples", "3", "--seed", "7", "--steps", "2", "-o", str(tmp_path / "all"),
                  "--model", model_dir]) == 0
     from sradm_diffusers.memory import estimate_sampling_bytes
+    from sradm_diffusers.upscale import sample_batches
 
     pipe = SRADMPipeline.from_pretrained(model_dir)
     one = estimate_sampling_bytes(pipe.unet, 1, 32, 40)
-    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(one + (one - estimate_sampling_bytes(pipe.unet, 0, 32, 40)) // 2))
+    per_sample = one - estimate_sampling_bytes(pipe.unet, 0, 32, 40)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(2 * one + per_sample))  # half of it holds one sample, not two
+    with PIL.Image.open(src) as image:
+        assert sample_batches(pipe, image, 3, torch.device("cpu")) == [(0, 1), (1, 1), (2, 1)]
     capsys.readouterr()
     assert main(["upscale", str(src), "--samples", "3", "--seed", "7", "--steps", "2", "-o", str(tmp_path / "one"),
                  "--model", model_dir]) == 0
     err = capsys.readouterr().err
     assert "sradm upscale: image 1/1:" in err  # stderr is not a terminal here: a plain progress line
     for k in range(3):
-        with PIL.Image.open(tmp_path / "all" / f"p_x4_{k}.png") as a, PIL.Image.open(tmp_path / "one" / f"p_x4_{k}.png") as b:
-            assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1
+        a, b = (np.asarray(PIL.Image.open(tmp_path / run / f"p_x4_{k}.png"), np.int16) for run in ("all", "one"))
+        assert np.abs(a - b).max() <= 1
 
 
 def test_sigterm_during_a_write_keeps_finished_outputs_and_no_temporary_file(tmp_path, model_dir):
@@ -447,13 +494,19 @@ def _damaged_copy(trained: Path, tmp: Path, mutate) -> Path:
 
 
 TRAIN_CASES = [
-    ("truncated_optimizer", "checkpoint-4", _truncate("checkpoint-4/optimizer.bin", 0.5), r"checkpoint-4.* is damaged: optimizer\.bin is truncated or damaged.*older checkpoint"),
+    ("truncated_optimizer", "checkpoint-4", _truncate("checkpoint-4/optimizer.bin", 0.5),
+         r"checkpoint-4.* is damaged: optimizer\.bin is truncated or damaged.*older checkpoint"),
     ("missing_scheduler", "checkpoint-4", _remove("checkpoint-4/scheduler.bin"), r"scheduler\.bin is missing or empty"),
-    ("empty_random_states", "checkpoint-4", _write_text("checkpoint-4/random_states_0.pkl", ""), r"random_states_0\.pkl is missing or empty"),
-    ("truncated_weights", "checkpoint-4", _truncate("checkpoint-4/encoder/diffusion_pytorch_model.safetensors"), r"encoder/diffusion_pytorch_model\.safetensors is missing or truncated"),
-    ("missing_config", "checkpoint-4", _remove("checkpoint-4/encoder/config.json"), r"encoder/config\.json is missing or damaged"),
-    ("missing_training_state", "checkpoint-4", _remove("checkpoint-4/training_state_0.json"), r"training_state_0\.json is missing"),
-    ("not_a_checkpoint", "checkpoint-9", lambda out: None, r"not a checkpoint-<step> folder.*Available in .*checkpoint-2.*checkpoint-4"),
+    ("empty_random_states", "checkpoint-4", _write_text("checkpoint-4/random_states_0.pkl", ""),
+         r"random_states_0\.pkl is missing or empty"),
+    ("truncated_weights", "checkpoint-4", _truncate("checkpoint-4/encoder/diffusion_pytorch_model.safetensors"),
+         r"encoder/diffusion_pytorch_model\.safetensors is missing or truncated"),
+    ("missing_config", "checkpoint-4", _remove("checkpoint-4/encoder/config.json"),
+         r"encoder/config\.json is missing or damaged"),
+    ("missing_training_state", "checkpoint-4", _remove("checkpoint-4/training_state_0.json"),
+         r"training_state_0\.json is missing"),
+    ("not_a_checkpoint", "checkpoint-9", lambda out: None,
+         r"not a checkpoint-<step> folder.*Available in .*checkpoint-2.*checkpoint-4"),
     ("unfinished_save", "checkpoint-6.tmp", lambda out: (out / "checkpoint-6.tmp").mkdir(), r"unfinished checkpoint"),
 ]
 

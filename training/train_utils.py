@@ -214,7 +214,8 @@ def checkpoint_problem(path: str) -> str | None:
             with safe_open(weights, framework="pt"):
                 pass
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-            return f"{model}/diffusion_pytorch_model.safetensors is missing or truncated ({' '.join(str(error).split())})"
+            reason = " ".join(str(error).split())
+            return f"{model}/diffusion_pytorch_model.safetensors is missing or truncated ({reason})"
     return None
 
 
@@ -230,7 +231,7 @@ def resolve_resume_checkpoint(resume: str | None, output_dir: str) -> str | None
     if not resume:
         return None
     if resume == "latest":
-        for step, path in reversed(list_checkpoints(output_dir)):
+        for _, path in reversed(list_checkpoints(output_dir)):
             problem = checkpoint_problem(path)
             if problem is None:
                 return path

@@ -93,7 +93,9 @@ def check_pipeline_folder(folder: str | os.PathLike) -> None:
             with open(path, encoding="utf-8") as handle:
                 config = json.load(handle)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); the pipeline folder is damaged (re-save it).") from error
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); the pipeline folder is damaged (re-save it)."
+            ) from error
         if not isinstance(config, dict):
             raise ValueError(f"{path} must hold a JSON object; the pipeline folder is damaged (re-save it).")
     _check_scheduler_config(os.path.join(folder, "scheduler", "scheduler_config.json"))
@@ -183,7 +185,9 @@ def explain_load_error(source: str | os.PathLike, error: Exception) -> Exception
     """Wrap a low-level loading error (e.g. a state-dict size mismatch) in one that names the file and the fix."""
     message = str(error)
     if "Unable to load weights" in message:
-        return ValueError(f"{message.strip()[:300]}: the file is damaged or truncated; re-save or re-download the model.")
+        return ValueError(
+            f"{message.strip()[:300]}: the file is damaged or truncated; re-save or re-download the model."
+        )
     if "size mismatch" not in message and "expected shape" not in message:
         return error
     detail = _first_shape_mismatch(os.fspath(source)) if os.path.isdir(source) else None

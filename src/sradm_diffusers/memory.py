@@ -85,7 +85,7 @@ def check_sampling_memory(unet, batch: int, height: int, width: int, device=None
         return
     fixes = "a smaller input, --tile N (sample in N-pixel tiles)"
     if samples > 1:
-        fixes += ", or fewer --samples"
+        fixes += ", or fewer samples (--samples / num_images_per_prompt)"
     raise SamplingMemoryError(
         f"sampling {batch} output(s) of {width}x{height} pixels needs about {_gib(needed)} but only {_gib(budget)} "
         f"is available; use {fixes}."
@@ -93,11 +93,12 @@ def check_sampling_memory(unet, batch: int, height: int, width: int, device=None
 
 
 def samples_per_batch(unet, height: int, width: int, samples: int, device=None) -> int:
-    """The largest number of the ``samples`` outputs of one image (HR ``height`` x ``width``) that fit into memory
-    in one pipeline call. Raises :class:`SamplingMemoryError` when not even one fits."""
+    """How many of the ``samples`` outputs of one image (HR ``height`` x ``width``) to sample per pipeline call: as
+    many as fit into half the available memory (headroom for the estimate's error; larger batches gain little),
+    at least one. Raises :class:`SamplingMemoryError` when not even one fits into all of it."""
     check_sampling_memory(unet, 1, height, width, device, samples)
     budget = available_bytes(device)
     if budget is None:
         return samples
     one = estimate_sampling_bytes(unet, 1, height, width) - FIXED_BYTES
-    return max(1, min(samples, int((budget - FIXED_BYTES) // max(one, 1))))
+    return max(1, min(samples, int((budget / 2 - FIXED_BYTES) // max(one, 1))))

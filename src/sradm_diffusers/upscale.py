@@ -381,7 +381,8 @@ def check_output_file(path: str, option: str) -> None:
     """Before any work: ``path`` (a file to be written, its missing parent folders created) must not be a folder
     and its nearest existing ancestor must be a writable folder. Raises :class:`UsageError` naming the fix."""
     if os.path.isdir(path):
-        raise UsageError(f"{option} {path!r} is a folder; pass a file name, e.g. {os.path.join(path, 'results.json')!r}.")
+        example = os.path.join(path, "results.json")
+        raise UsageError(f"{option} {path!r} is a folder; pass a file name, e.g. {example!r}.")
     ancestor = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(ancestor):
         ancestor = os.path.dirname(ancestor)
@@ -483,7 +484,9 @@ def run_upscale(
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
     if seed is not None and not 0 <= seed <= MAX_SEED - (samples - 1):
-        raise UsageError(f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer).")
+        raise UsageError(
+            f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer)."
+        )
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
     for arg, reason in problems:
