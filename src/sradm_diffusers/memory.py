@@ -6,7 +6,8 @@ memory of one pipeline call is modelled as ``BYTES_PER_WIDTH_PIXEL * width * bat
 HR size H x W. The constants are a least-squares fit to the peak RSS of 18 pipeline calls (two runs of
 ``python benchmarks/memory_fit.py``: presets tiny and small, LR 64..256 px, batch 1 and 2, fp32, CPU, on a shared
 machine): the estimate is 0.79x..1.55x the measured value, and the same point measured twice differed by up to
-25 %. The guard is meant to stop runs that need several times the memory there is, not to fill it exactly.
+25 %. A third run fitted 38.6 B and 48 MiB on its own; the stored constants were 0.78x..1.19x of its points. The
+guard is meant to stop runs that need several times the memory there is, not to fill it exactly.
 
 The budget is the memory available now (``MemAvailable`` of ``/proc/meminfo`` on Linux, the free memory of a CUDA
 device), or ``SRADM_MEMORY_LIMIT`` (bytes, or a number with a K/M/G/T suffix) when it is set.
