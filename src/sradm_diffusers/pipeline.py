@@ -13,8 +13,9 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import resolve_pipeline_folder
-from .image_processing import OUTPUT_TYPES, ImageInput, postprocess, preprocess
+from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postprocess, preprocess
 from .imresize import imresize
+from .memory import check_sampling_memory
 from .models import RRDBEncoder, SRADMUNet
 from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
 
@@ -162,6 +163,13 @@ class SRADMPipeline(DiffusionPipeline):
         features = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype))
         return self.unet.condition(features.to(dtype=self.unet.dtype))
 
+    def unet_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Largest HR (height, width) the U-Net sees at once for an LR input of height x width: the whole output,
+        or at most one tile when tiling is enabled. What sampling memory grows with."""
+        scale = self.config.upscale_factor
+        limit = self.tiling[0] * scale if self.tiling is not None else max(height, width) * scale
+        return min(height * scale, limit), min(width * scale, limit)
+
     def noise_predictor(self, lr: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1].
 
@@ -224,6 +232,7 @@ class SRADMPipeline(DiffusionPipeline):
         lr = preprocess(image).to(device)
         lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
         batch, _, height, width = lr.shape
+        check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
         up = imresize(lr, scale).clamp(-1.0, 1.0)
 
         pad_h, pad_w = self._lr_padding(height, width)
@@ -234,6 +243,8 @@ class SRADMPipeline(DiffusionPipeline):
             latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=self.unet.dtype)
         elif tuple(latents.shape) != hr_shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {hr_shape} for this input.")
+        else:
+            check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
         latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -249,6 +260,8 @@ class SRADMPipeline(DiffusionPipeline):
                 latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
 
         residual = latents[:, :, : height * scale, : width * scale].float() / self.config.residual_scale
+        check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
+                     "in the files) or half precision overflowed: check or re-save the model, or use float32.")
         sr = (up + residual).clamp(-1.0, 1.0)
         self.maybe_free_model_hooks()
 
