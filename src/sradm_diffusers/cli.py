@@ -58,6 +58,7 @@ def _int_at_least(minimum: int, maximum: int | None = None):
 
 _positive_int = _int_at_least(1)
 _seed = _int_at_least(0, MAX_SEED)
+_non_negative_int = _int_at_least(0)
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_help: str) -> None:
