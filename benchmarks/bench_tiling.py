@@ -81,6 +81,7 @@ def main() -> None:
                        "--steps", str(args.steps), "--threads", str(args.threads)]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[(size, tile)].append(json.loads(out.strip().splitlines()[-1]))
+            print(out.strip().splitlines()[-1], flush=True)  # each case as it finishes
     print(f"{'LR':>9} {'tile':>5} {'tiles':>6} {'tiled area':>10} {'s/step':>8} {'peak RSS MiB':>13}")
     per_step = {}
     for (size, tile), runs in results.items():
