@@ -201,3 +201,17 @@ def test_spaces_app_runs_the_package_demo(monkeypatch):
     monkeypatch.setattr(sradm_diffusers.demo, "launch", lambda **kwargs: calls.append(kwargs))
     runpy.run_path(str(SPACE_APP), run_name="__main__")
     assert calls == [{}]
+
+
+def test_cli_without_gradio_names_the_extra(monkeypatch, capsys):
+    import sys
+
+    from sradm_diffusers.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed: importing it raises ImportError
+    import sradm_diffusers.demo
+
+    monkeypatch.delitem(sys.modules, "sradm_diffusers.demo.app", raising=False)
+    monkeypatch.delattr(sradm_diffusers.demo, "app", raising=False)
+    assert main(["demo"]) == 2
+    assert 'pip install "sradm-diffusers[demo]"' in capsys.readouterr().err
