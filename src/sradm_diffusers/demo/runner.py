@@ -20,6 +20,7 @@ from ..image_processing import postprocess, preprocess
 from ..imresize import imresize
 from ..upscale import (
     FAST_SCHEDULER,
+    MAX_SEED,
     SCHEDULERS,
     ImageError,
     OutputPlan,
@@ -71,13 +72,14 @@ def uncertainty_map(samples: np.ndarray) -> np.ndarray:
 
 def _as_int(value, name: str, low: int, high: int | None = None) -> int:
     """An integer option from the page (JSON numbers may arrive as 3.0); :class:`UsageError` when out of range."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a whole number, got {value!r}.") from None
-    if not number.is_integer():
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None:
         raise UsageError(f"{name} must be a whole number, got {value!r}.")
-    number = int(number)
     if number < low or (high is not None and number > high):
         allowed = f"{low}..{high}" if high is not None else f">= {low}"
         raise UsageError(f"{name} {number} is out of range; use {allowed}.")
@@ -159,8 +161,8 @@ class DemoRunner:
         """
         scheduler = self._scheduler(sampler)
         steps = _as_int(steps, "Steps", 1, self.max_steps)
-        seed = _as_int(seed, "Seed", 0)
         samples = _as_int(samples, "Samples", 1, MAX_SAMPLES)
+        seed = _as_int(seed, "Seed", 0, MAX_SEED - (samples - 1))  # sample k uses seed + k, a 63-bit integer
         if isinstance(image, PIL.Image.Image):
             if image.width == 0 or image.height == 0:
                 raise ImageError(f"image has no pixels ({image.width}x{image.height})")
@@ -187,7 +189,7 @@ class DemoRunner:
                     output_type="np",
                     callback_on_step_end=step_end,
                 ).images
-            except ValueError as error:  # the pipeline's own input checks (e.g. an image mode it cannot read)
+            except ValueError as error:  # the pipeline's input checks, and its memory check (SamplingMemoryError)
                 raise ImageError(str(error)) from error
             seconds = time.perf_counter() - start
 
