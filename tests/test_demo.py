@@ -148,12 +148,12 @@ def test_unreadable_files(runner, tmp_path):
 
 def test_handler_outputs_and_errors(runner, lr_file):
     gr = pytest.importorskip("gradio", reason="the web demo needs the [demo] extra")
-    from sradm_diffusers.demo.app import make_handler
+    from sradm_diffusers.demo.app import compare_selected, make_handler
 
     handler = make_handler(runner)
     payload = {"path": str(lr_file), "orig_name": "holiday.png", "url": None}
     # Values arrive raw from the page (preprocess=False): sliders may send floats.
-    comparison, gallery, uncertainty, files, status = handler(payload, "ddim", 2.0, 3, 2.0)
+    comparison, gallery, uncertainty, files, status, shown = handler(payload, "ddim", 2.0, 3, 2.0)
     before, after = comparison
     assert before.size == after.size == (48, 40)
     assert [caption for _, caption in gallery] == ["sample 0 (seed 3)", "sample 1 (seed 4)"]
@@ -162,8 +162,11 @@ def test_handler_outputs_and_errors(runner, lr_file):
     assert uncertainty["label"].startswith("Per-pixel std over the samples; white = ")
     assert [Path(f).name for f in files] == ["holiday_x4_0.png", "holiday_x4_1.png"]
     assert status.startswith("12x10 → 48x40 with ddim, 2 steps, 2 sample(s)")
+    # Clicking the second sample in the gallery shows it in the slider, against the same bicubic image.
+    selected = compare_selected(shown, gr.SelectData(None, {"index": 1, "value": None}))
+    assert selected["value"] == (before, gallery[1][0]) and selected["label"].endswith("sample 1")
 
-    _, _, uncertainty, files, _ = handler(payload, "ddim", 1, 0, 1)
+    _, _, uncertainty, files, _, _ = handler(payload, "ddim", 1, 0, 1)
     assert uncertainty["visible"] is False and [Path(f).name for f in files] == ["holiday_x4.png"]
 
     with pytest.raises(gr.Error, match="Upload an image first"):

@@ -100,7 +100,9 @@ def page(browser, server):
             route.abort()
 
     page.route("**/*", only_local)
-    page.goto(server, wait_until="networkidle")
+    # Not "networkidle": the page keeps a heartbeat stream open (Gradio's session tracking for gr.State).
+    page.goto(server, wait_until="load")
+    page.wait_for_selector("#upscale")
     yield page
     context.close()
 
@@ -172,6 +174,16 @@ def test_upload_upscale_progress_and_download(page, tmp_path):
     assert _natural_sizes(page, "#uncertainty img") == [hr]
     shown = page.eval_on_selector_all("#comparison img, #gallery img, #uncertainty img", "imgs => imgs.map(i => i.src)")
     assert all(src.endswith(".png") for src in shown), shown  # lossless, not Gradio's default WebP
+
+    # A click on the second sample puts it in the slider.
+    first = page.eval_on_selector_all("#comparison img", "imgs => imgs.map(i => i.src)")
+    page.locator("#gallery img").nth(1).click()
+    page.wait_for_function(
+        "old => { const s = [...document.querySelectorAll('#comparison img')].map(i => i.src);"
+        " return s.length === 2 && s[0] === old[0] && s[1] !== old[1]; }",
+        arg=first,
+    )
+    assert "sample 1" in page.locator("#comparison").inner_text()
 
     # The bar followed the denoising steps: it showed values strictly between empty and full, and "k/3 steps".
     seen = page.evaluate("window.progressSeen")

@@ -62,7 +62,8 @@ def uncertainty_image(std: np.ndarray) -> tuple[PIL.Image.Image, str]:
 
 
 def page_outputs(result: DemoResult, seed: int, status: str):
-    """A :class:`DemoResult` -> values of (slider, gallery, uncertainty, files, status)."""
+    """A :class:`DemoResult` -> values of (slider, gallery, uncertainty, files, status, shown); ``shown`` keeps
+    (bicubic, samples) for :func:`compare_selected`."""
     gallery = [(image, f"sample {k} (seed {seed + k})") for k, image in enumerate(result.samples)]
     # gr.update (not a new gr.Image) so that the page's component, with its PNG format, encodes the picture.
     if result.uncertainty is None:
@@ -70,7 +71,16 @@ def page_outputs(result: DemoResult, seed: int, status: str):
     else:
         picture, caption = uncertainty_image(result.uncertainty)
         uncertainty = gr.update(value=picture, label=caption, visible=True)
-    return (result.bicubic, result.samples[0]), gallery, uncertainty, result.files, status
+    shown = (result.bicubic, result.samples)
+    return (result.bicubic, result.samples[0]), gallery, uncertainty, result.files, status, shown
+
+
+def compare_selected(shown, event: gr.SelectData):
+    """A click on a gallery sample puts it in the slider, against the same bicubic image."""
+    if not shown:
+        return gr.update()
+    bicubic, samples = shown
+    return gr.update(value=(bicubic, samples[event.index]), label=f"Bicubic | SRADM sample {event.index}")
 
 
 def make_handler(runner: DemoRunner):
@@ -137,15 +147,17 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
                 uncertainty = gr.Image(
                     label="Uncertainty", format="png", height=320, visible=False, elem_id="uncertainty"
                 )
+                shown = gr.State()
                 files = gr.File(
                     label="Full-resolution PNG", file_count="multiple", interactive=False, elem_id="download"
                 )
 
         sampler.change(runner.default_steps, inputs=sampler, outputs=steps, queue=False)
+        gallery.select(compare_selected, inputs=shown, outputs=comparison, queue=False)
         button.click(
             make_handler(runner),
             inputs=[image, sampler, steps, seed, samples],
-            outputs=[comparison, gallery, uncertainty, files, status],
+            outputs=[comparison, gallery, uncertainty, files, status, shown],
             preprocess=False,
             concurrency_limit=1,
         )
