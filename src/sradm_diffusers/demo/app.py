@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+import weakref  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
@@ -34,6 +35,7 @@ class _RunFolders:
     def __init__(self):
         self.root = tempfile.mkdtemp(prefix="sradm-demo-")
         self._last: str | None = None
+        weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)  # also runs at interpreter exit
 
     def new(self) -> str:
         if self._last is not None:
@@ -61,10 +63,10 @@ def uncertainty_image(std: np.ndarray) -> tuple[PIL.Image.Image, str]:
     return picture, f"Per-pixel std over the samples; white = {peak:.3f} (image range 0..1)"
 
 
-def page_outputs(result: DemoResult, seed: int, status: str):
+def page_outputs(result: DemoResult, status: str):
     """A :class:`DemoResult` -> values of (slider, gallery, uncertainty, files, status, shown); ``shown`` keeps
     (bicubic, samples) for :func:`compare_selected`."""
-    gallery = [(image, f"sample {k} (seed {seed + k})") for k, image in enumerate(result.samples)]
+    gallery = [(image, f"sample {k} (seed {result.seed + k})") for k, image in enumerate(result.samples)]
     # gr.update (not a new gr.Image) so that the page's component, with its PNG format, encodes the picture.
     if result.uncertainty is None:
         uncertainty = gr.update(value=None, visible=False)
@@ -101,9 +103,9 @@ def make_handler(runner: DemoRunner):
         low = result.bicubic.width // runner.scale, result.bicubic.height // runner.scale
         status = (
             f"{low[0]}x{low[1]} → {result.bicubic.width}x{result.bicubic.height} with {sampler}, "
-            f"{int(float(steps))} steps, {len(result.samples)} sample(s), in {result.seconds:.1f} s."
+            f"{result.steps} steps, {len(result.samples)} sample(s), in {result.seconds:.1f} s."
         )
-        return page_outputs(result, int(float(seed)), status)
+        return page_outputs(result, status)
 
     return upscale_handler
 
@@ -112,11 +114,14 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
     """The page: inputs on the left, results on the right, the upscale event queued one at a time."""
     default_sampler = runner.default_sampler
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        model = (
+            "The bundled model is a small demo trained on a CPU: expect modest detail."
+            if runner.model_name is None else f"Model: `{runner.model_name}`."
+        )
+        device = "CPU" if runner.pipe.device.type == "cpu" else runner.pipe.device.type.upper()
         gr.Markdown(
-            f"# {TITLE} ({runner.scale}x)\n"
-            "Diffusion super-resolution (SRADM). The bundled model is a small demo trained on a CPU: expect "
-            "modest detail. Sampling runs on this server's "
-            f"{'GPU' if runner.pipe.device.type != 'cpu' else 'CPU'}, one request at a time."
+            f"# {TITLE} ({runner.scale}x)\nDiffusion super-resolution (SRADM). {model} Sampling runs on this "
+            f"server's {device}, one request at a time."
         )
         with gr.Row():
             with gr.Column(scale=1):

@@ -56,6 +56,7 @@ class DemoResult:
             None when K = 1.
         files: the full-resolution PNG of each sample, named like ``sradm upscale`` names them.
         seconds: wall-clock time of the sampling.
+        steps, seed: the checked options (sample ``k`` used ``seed + k``).
     """
 
     bicubic: PIL.Image.Image
@@ -63,6 +64,8 @@ class DemoResult:
     uncertainty: np.ndarray | None
     files: list[str]
     seconds: float
+    steps: int
+    seed: int
 
 
 def uncertainty_map(samples: np.ndarray) -> np.ndarray:
@@ -92,10 +95,12 @@ class DemoRunner:
     Args:
         pipe: an :class:`~sradm_diffusers.SRADMPipeline`; its scheduler is the base every sampler is built from.
         max_input_pixels: budget of one request in LR pixels times samples (:data:`MAX_INPUT_PIXELS`).
+        model_name: what the page calls the model (None: the bundled demo model).
     """
 
-    def __init__(self, pipe, max_input_pixels: int = MAX_INPUT_PIXELS):
+    def __init__(self, pipe, max_input_pixels: int = MAX_INPUT_PIXELS, model_name: str | None = None):
         self.pipe = pipe
+        self.model_name = model_name
         self.pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server's stderr
         self.base_scheduler = pipe.scheduler
         self.scale = int(pipe.config.upscale_factor)
@@ -108,7 +113,7 @@ class DemoRunner:
     @classmethod
     def from_model(cls, model: str | None = None, device: str | None = None, **kwargs) -> "DemoRunner":
         """Load ``model`` (a pipeline folder or Hub id; None: the bundled demo model) like ``sradm upscale``."""
-        return cls(load_pipeline(model, resolve_device(device)), **kwargs)
+        return cls(load_pipeline(model, resolve_device(device)), model_name=model, **kwargs)
 
     def default_steps(self, sampler: str) -> int:
         """The CLI's ``--steps`` default for this sampler (the full schedule for ddpm, the fast default otherwise)."""
@@ -199,4 +204,6 @@ class DemoRunner:
         for path, picture in zip(files, sr):
             write_image_atomic(picture, path)
         uncertainty = uncertainty_map(arrays) if samples > 1 else None
-        return DemoResult(bicubic=bicubic, samples=sr, uncertainty=uncertainty, files=files, seconds=seconds)
+        return DemoResult(
+            bicubic=bicubic, samples=sr, uncertainty=uncertainty, files=files, seconds=seconds, steps=steps, seed=seed
+        )
