@@ -70,16 +70,14 @@ its algorithm explicitly, so it is the ODE form even when swapped in from a ``dp
 FAST_SAMPLER_STEPS = 20
 """Default ``--steps`` for every scheduler but ``ddpm``."""
 
-<<<<<<< HEAD
 DEFAULT_TILE = 128
 DEFAULT_TILE_OVERLAP = 16
 AUTO_TILE_PIXELS = 256 * 256
 """``--tile``: without it, inputs of more than ``AUTO_TILE_PIXELS`` pixels are sampled in tiles of
 ``DEFAULT_TILE`` input pixels (announced in one line), so that a large photo does not exhaust memory."""
-=======
+
 FAST_SCHEDULER = "dpm-sde"
 """The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
->>>>>>> main
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
