@@ -1,4 +1,4 @@
-"""The ``sradm`` command: ``sradm upscale`` and ``sradm evaluate`` (argument parsing only).
+"""The ``sradm`` command: ``sradm upscale``, ``evaluate``, ``interpolate``, ``fuse`` (argument parsing only).
 
 The work is done in :mod:`sradm_diffusers.upscale` and :mod:`sradm_diffusers.evaluation`. Exit status: 0 success,
 1 some image failed (each failure is one ``error: <path>: <reason>`` line on stderr), 2 bad options or model
@@ -61,6 +61,10 @@ def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_he
     )
     parser.add_argument("--seed", type=_non_negative_int, default=seed_default, metavar="S", help=seed_help)
     parser.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
+    parser.add_argument(
+        "--lr-consistency", action="store_true",
+        help="back-project every step's x_0 so that imresize(SR, 1/s) reproduces the LR input (see README)",
+    )
 
 
 def _version() -> str:
@@ -75,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="SRADM diffusion super-resolution: upscale images, evaluate against bicubic and RRDB.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="{upscale,evaluate}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{upscale,evaluate,interpolate,fuse}", parser_class=_Parser)
     commands.required = True
 
     up = commands.add_parser(
@@ -104,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
     )
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights/compute dtype (default fp32)")
+    up.add_argument(
+        "--uncertainty", action="store_true",
+        help="with --samples K >= 2: also write the samples' mean <name>_x<s>_mean.png and their per-pixel std as a "
+        "colour map with a scale bar, <name>_x<s>_std.png",
+    )
 
     ev = commands.add_parser(
         "evaluate",
@@ -147,7 +156,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", default=None, metavar="FILE", help="write all numbers to this JSON file (atomically)")
     _add_sampling_options(ev, 0, "seed: sample k of every image uses a generator seeded S+k (default 0)")
+    _add_manipulation_commands(commands)
     return parser
+
+
+def _add_manipulation_commands(commands) -> None:
+    """``sradm interpolate`` and ``sradm fuse`` (README, "Beyond one sample")."""
+    consistency = {"action": "store_true", "help": "back-project x_0 every step onto imresize(SR, 1/s) == LR"}
+    it = commands.add_parser(
+        "interpolate", help="SR images along a slerp between two starting noises (DDIM, eta 0)",
+        description="Super-resolve one image from starting noises slerp(x_T(A), x_T(B), k/(N-1)), k = 0..N-1, "
+        "with deterministic DDIM; -o .gif writes an animation (there and back), other extensions a strip.",
+    )
+    it.add_argument("input", metavar="INPUT")
+    it.add_argument("-o", "--output", required=True, metavar="OUT")
+    it.add_argument("--model", default=None, metavar="PATH_OR_REPO")
+    it.add_argument("--frames", type=_int_at_least(2), default=8, metavar="N", help="frames (default 8)")
+    it.add_argument("--seeds", type=_non_negative_int, nargs=2, default=(0, 1), metavar=("A", "B"))
+    it.add_argument("--steps", type=_positive_int, default=20, metavar="N", help="DDIM steps (default 20)")
+    it.add_argument("--device", choices=list(DEVICES), default=None)
+    it.add_argument("--lr-consistency", **consistency)
+    fu = commands.add_parser(
+        "fuse", help="SR image whose masked region takes its content from a reference image",
+        description="Content fusion: the masked part of x_t follows the reference's noised residual at every step "
+        "(feathered mask); REFERENCE and MASK have the SR size (white = reference).",
+    )
+    fu.add_argument("input", metavar="INPUT")
+    fu.add_argument("--reference", required=True, metavar="REFERENCE")
+    fu.add_argument("--mask", required=True, metavar="MASK")
+    fu.add_argument("-o", "--output", required=True, metavar="OUT")
+    fu.add_argument("--model", default=None, metavar="PATH_OR_REPO")
+    fu.add_argument("--feather", type=float, default=8.0, metavar="PX", help="soft border width (default 8)")
+    fu.add_argument("--steps", type=_positive_int, default=None, metavar="N")
+    fu.add_argument("--scheduler", choices=list(SCHEDULERS), default=None)
+    fu.add_argument("--seed", type=_non_negative_int, default=0, metavar="S")
+    fu.add_argument("--device", choices=list(DEVICES), default=None)
+    fu.add_argument("--lr-consistency", **consistency)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +209,22 @@ def main(argv: list[str] | None = None) -> int:
             return run_upscale(
                 inputs, output=args.output, model=args.model, steps=args.steps, scheduler=args.scheduler,
                 seed=args.seed, samples=args.samples, device=args.device, dtype=args.dtype,
+                lr_consistency=args.lr_consistency, uncertainty=args.uncertainty,
+            )
+        if args.command == "interpolate":
+            from .interpolation import run_interpolate
+
+            return run_interpolate(
+                args.input, args.output, model=args.model, frames=args.frames, seeds=tuple(args.seeds),
+                steps=args.steps, device=args.device, lr_consistency=args.lr_consistency,
+            )
+        if args.command == "fuse":
+            from .fusion import run_fuse
+
+            return run_fuse(
+                args.input, args.reference, args.mask, args.output, model=args.model, feather=args.feather,
+                steps=args.steps, scheduler=args.scheduler, seed=args.seed, device=args.device,
+                lr_consistency=args.lr_consistency,
             )
         from .evaluation import run_evaluate
 
@@ -174,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model, hr_dir=args.hr_dir, lr_dir=args.lr_dir, dataset=args.dataset, split=args.split,
             image_column=args.image_column, scale=args.scale, methods=args.methods, steps=args.steps,
             scheduler=args.scheduler, samples=args.samples, limit=args.limit, json_path=args.json, seed=args.seed,
-            device=args.device, center_crop=args.center_crop,
+            device=args.device, center_crop=args.center_crop, lr_consistency=args.lr_consistency,
         )
     except UsageError as error:
         print(f"sradm: error: {one_line(error)}", file=sys.stderr)

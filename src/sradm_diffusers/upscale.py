@@ -13,7 +13,9 @@ What it does, and the choices it makes:
   :mod:`sradm_diffusers.image_processing`: greyscale becomes RGB, **transparency is composited on white** and the
   output is RGB without alpha.
 - **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
-  with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``. ``-o`` is a folder (created if
+  with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
+  their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
+  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created if
   needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
   than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
   input file and one sample. An output that would replace one of the input files, or another output of the same
@@ -79,6 +81,13 @@ class UsageError(ValueError):
 
 class ImageError(Exception):
     """One input image cannot be processed: reported as ``error: <path>: <reason>`` and skipped."""
+
+
+def to_pil(image: torch.Tensor):
+    """(3, H, W) in [0, 1] -> PIL image, rounded as the pipeline's output_type="pil" rounds."""
+    from PIL import Image
+
+    return Image.fromarray((image.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype("uint8"))
 
 
 def one_line(error: BaseException | str, limit: int = 400) -> str:
@@ -261,7 +270,7 @@ def drop_previous_outputs(files: list[str], expanded: set[str], scale: int) -> l
     """Leave out of a folder/pattern expansion the files named like this command's output of another input in the
     same folder (``<stem>_x<s>.png``, ``<stem>_x<s>_<k>.png`` next to ``<stem>.<ext>``): results of an earlier run,
     which this run replaces. Files named explicitly are always kept."""
-    pattern = re.compile(rf"^(?P<stem>.+)_x{scale}(?:_\d+)?\.png$")
+    pattern = re.compile(rf"^(?P<stem>.+)_x{scale}(?:_\d+|_mean|_std)?\.png$")
     stems = {(os.path.dirname(p), Path(p).stem) for p in files}
     kept = []
     for path in files:
@@ -388,6 +397,8 @@ def run_upscale(
     samples: int = 1,
     device: str | None = None,
     dtype: str = "fp32",
+    lr_consistency: bool = False,
+    uncertainty: bool = False,
 ) -> int:
     """Run ``sradm upscale``. Returns the exit status: 0 all written, 1 some input failed.
 
@@ -396,10 +407,14 @@ def run_upscale(
     """
     from tqdm.auto import tqdm
 
+    from .uncertainty import summary_images
+
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
     if seed is not None and seed < 0:
         raise UsageError(f"--seed {seed}: use a non-negative integer.")
+    if uncertainty and samples < 2:
+        raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
     for arg, reason in problems:
@@ -427,6 +442,8 @@ def run_upscale(
     for path in progress:
         try:
             targets = plan.paths(path, scale, samples)
+            if uncertainty:  # <stem>_x<s>_mean.png and <stem>_x<s>_std.png next to the samples
+                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in ("mean", "std")]
             for target in targets:
                 key = os.path.realpath(target)
                 if key in input_keys:
@@ -440,8 +457,9 @@ def run_upscale(
                     num_inference_steps=num_steps,
                     generator=sample_generators(seed, samples),
                     num_images_per_prompt=samples,
-                    output_type="pil",
-                )
+                    output_type="pt",
+                    lr_consistency=lr_consistency,
+                ).images
             except RuntimeError as error:
                 if is_dtype_unsupported(error):
                     raise UsageError(
@@ -451,7 +469,8 @@ def run_upscale(
                 raise ImageError(f"upscaling failed: {one_line(error)}") from error
             except ValueError as error:
                 raise ImageError(one_line(error)) from error
-            for target, sr in zip(targets, result.images):
+            images = [to_pil(sr) for sr in result] + (list(summary_images(result)) if uncertainty else [])
+            for target, sr in zip(targets, images):
                 try:
                     write_image_atomic(sr, target)
                 except (OSError, ValueError) as error:
