@@ -71,15 +71,6 @@ def test_scheduler_sees_the_projected_x0(name):
     assert lr_error(expected) < 0.5 * lr_error(x0)
 
 
-@pytest.fixture(scope="module")
-def demo_pipe():
-    from sradm_diffusers import DEMO_MODEL, SRADMPipeline
-
-    pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize("name", ["DDPMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"])
 def test_pipeline_output_matches_its_lr_input(demo_pipe, name):
     import numpy as np
