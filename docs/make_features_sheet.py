@@ -25,7 +25,12 @@ from sradm_diffusers.fusion import fuse
 from sradm_diffusers.interpolation import interpolate
 from sradm_diffusers.metrics import lr_psnr, psnr_y, to_uint8
 from sradm_diffusers.uncertainty import sample_with_uncertainty, summary_images
-from sradm_diffusers.upscale import folder_images, set_scheduler, to_pil
+from sradm_diffusers.upscale import folder_images, set_scheduler
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> PIL."""
+    return Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
 
 
 def labelled_row(images: list[Image.Image], titles: list[str]) -> Image.Image:
