@@ -45,12 +45,12 @@ def test_upscale_lr_consistency(tmp_path, model_dir):
 
     source = _write(tmp_path / "a.png")
     errors = {}
-    for flag in ([], ["--lr-consistency"]):
+    for flag in (["--no-lr-consistency"], []):  # on by default
         out = tmp_path / f"out{len(flag)}.png"
         assert main(["upscale", str(source), "-o", str(out), *flag, "--seed", "0", "--steps", "3", "--scheduler",
                      "ddim", "--model", model_dir]) == 0
         sr = torch.from_numpy(_read(out)).permute(2, 0, 1)[None]
-        errors[bool(flag)] = np.abs(imresize(sr, 0.25)[0].permute(1, 2, 0).numpy() - _read(source)).mean()
+        errors[not flag] = np.abs(imresize(sr, 0.25)[0].permute(1, 2, 0).numpy() - _read(source)).mean()
     # random tiny weights push some residuals to the model's +-0.5 bound, where the LR cannot always be met
     assert errors[True] < 0.5 < errors[False]
 
@@ -87,7 +87,10 @@ def test_evaluate_lr_consistency_is_recorded(tmp_path, model_dir):
     _write(hr / "x.png", h=32, w=40)
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", model_dir, "--hr-dir", str(hr), "--scale", "4", "--methods", "sradm",
-                 "--steps", "2", "--lr-consistency", "--json", str(out)]) == 0
+                 "--steps", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["config"]["lr_consistency"] is True
+    assert result["config"]["lr_consistency"] is True  # the default
+    assert main(["evaluate", "--model", model_dir, "--hr-dir", str(hr), "--scale", "4", "--methods", "sradm",
+                 "--steps", "2", "--no-lr-consistency", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["lr_consistency"] is False
     assert result["methods"]["sradm"]["lr_psnr"] is None or result["methods"]["sradm"]["lr_psnr"] > 50
