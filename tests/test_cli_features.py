@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import PIL.Image
-import pytest
 
 from sradm_diffusers import imresize
 from sradm_diffusers.cli import main

@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="SRADM diffusion super-resolution: upscale images, evaluate against bicubic and RRDB.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="{upscale,evaluate,interpolate,fuse}", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="{upscale,evaluate,interpolate,fuse}", parser_class=_Parser
+    )
     commands.required = True
 
     up = commands.add_parser(
