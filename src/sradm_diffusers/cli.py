@@ -1,6 +1,7 @@
-"""The ``sradm`` command: ``sradm upscale``, ``evaluate``, ``interpolate``, ``fuse`` (argument parsing only).
+"""The ``sradm`` command: ``upscale``, ``evaluate``, ``interpolate``, ``fuse``, ``demo`` (argument parsing only).
 
-The work is done in :mod:`sradm_diffusers.upscale` and :mod:`sradm_diffusers.evaluation`. Exit status: 0 success,
+The work is done in :mod:`sradm_diffusers.upscale`, :mod:`sradm_diffusers.evaluation` and
+:mod:`sradm_diffusers.demo`. Exit status: 0 success,
 1 some image failed (each failure is one ``error: <path>: <reason>`` line on stderr), 2 bad options or model
 (one line on stderr), 130 interrupted (SIGINT), 143 terminated (SIGTERM). Both signals stop at once, keep the
 outputs already written and remove the temporary file of a write in progress.
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(
-        dest="command", metavar="{upscale,evaluate,interpolate,fuse}", parser_class=_Parser
+        dest="command", metavar="{upscale,evaluate,interpolate,fuse,demo}", parser_class=_Parser
     )
     commands.required = True
 
@@ -177,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="FILE", help="write all numbers to this JSON file (atomically)")
     _add_sampling_options(ev, 0, "seed: sample k of every image uses a generator seeded S+k (default 0)")
     _add_manipulation_commands(commands)
+
+    demo = commands.add_parser(
+        "demo", help="web page to try the model in a browser (needs the [demo] extra: Gradio)",
+        description="Serve a Gradio page: upload an image, pick sampler, steps, seed and samples, compare bicubic "
+        "and SR with a slider, download the PNG. Requests run one at a time. Stop with Ctrl+C.",
+    )
+    demo.add_argument(
+        "--model", default=None, metavar="PATH_OR_REPO",
+        help="SRADM pipeline folder or Hub id (default: the bundled CPU demo model, 4x)",
+    )
+    demo.add_argument("--host", default=None, metavar="H", help="address to listen on (default 127.0.0.1)")
+    demo.add_argument("--port", type=_positive_int, default=None, metavar="P", help="default: first free from 7860")
+    demo.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
     return parser
 
 
@@ -249,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.steps, scheduler=args.scheduler, seed=args.seed, device=args.device,
                 lr_consistency=args.lr_consistency,
             )
+        if args.command == "demo":
+            from .demo import launch
+
+            launch(model=args.model, host=args.host, port=args.port, device=args.device)
+            return EXIT_OK
         from .evaluation import run_evaluate
 
         if args.lr_dir is not None and args.hr_dir is None:

@@ -73,6 +73,9 @@ its algorithm explicitly, so it is the ODE form even when swapped in from a ``dp
 FAST_SAMPLER_STEPS = 20
 """Default ``--steps`` for every scheduler but ``ddpm``."""
 
+FAST_SCHEDULER = "dpm-sde"
+"""The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
 MAX_SEED = 2**63 - 1
