@@ -194,9 +194,20 @@ class SRADMUNet(ModelMixin, ConfigMixin):
 
     def condition(self, features: torch.Tensor) -> torch.Tensor:
         """LR features (B, cond_channels, h, w) -> HR-size conditioning (B, base_channels, s*h, s*w). Once per image."""
-        cond = self.cond_proj(features)
+        if torch.is_grad_enabled():
+            return self.cond_proj(features)
+        self._use_channels_last_weights()
         # Made once per image in the layout forward() runs in, so that no step has to convert it.
-        return cond if torch.is_grad_enabled() else to_channels_last(cond)
+        return to_channels_last(self.cond_proj(features))
+
+    def _use_channels_last_weights(self) -> None:
+        """Store the conv weights channels_last (values and state_dict keys unchanged), once.
+
+        A channels_last input with a contiguous weight makes every convolution copy its weight first; for the
+        div2k-x4 U-Net those copies cost about a seventh of a step.
+        """
+        if not self.conv_in[0].weight.is_contiguous(memory_format=torch.channels_last):
+            self.to(memory_format=torch.channels_last)
 
     def forward(
         self,
@@ -225,6 +236,7 @@ class SRADMUNet(ModelMixin, ConfigMixin):
             # channels_last end to end: oneDNN's 3x3 convolutions run about twice as fast in it on CPUs, and every
             # op below (Mish, GroupNorm, the attention's window reshapes, torch.cat) keeps the layout.
             sample, cond = to_channels_last(sample), to_channels_last(cond)
+            self._use_channels_last_weights()
 
         h = self.conv_in(sample)
         skips = []
