@@ -120,7 +120,8 @@ def test_bf16_unet_is_finite_and_close_to_fp32(demo_pipe):
         low = bf16(sample.bfloat16(), 60, cond.bfloat16()).sample.float()
     assert torch.isfinite(low).all()
     # bfloat16 keeps 8 significant bits (relative rounding 2^-9 per op) through ~40 layers: the noise prediction
-    # (unit scale) stays within a few hundredths on average. Loose bounds, well above the observed error.
+    # (unit scale, mean |eps| ~0.85 here) was off by 0.004 on average and 0.03 at most when this was written;
+    # the bounds are five times that, loose enough for other CPUs' kernels.
     error = (low - fp32).abs()
-    assert error.mean() < 0.05, error.mean()
-    assert error.max() < 0.5, error.max()
+    assert error.mean() < 0.02, error.mean()
+    assert error.max() < 0.15, error.max()
