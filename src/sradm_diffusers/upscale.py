@@ -39,13 +39,14 @@ import glob
 import os
 import re
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .atomic import replacing
+from .atomic import check_writable_folder, replacing
 from .resources import DEMO_MODEL
 
 DEFAULT_MODEL: str = DEMO_MODEL
@@ -71,6 +72,8 @@ FAST_SAMPLER_STEPS = 20
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
+MAX_SEED = 2**63 - 1
+"""Largest seed (``torch.Generator.manual_seed`` takes 64-bit integers; 63 bits keep every S + k in range)."""
 
 
 class UsageError(ValueError):
@@ -176,6 +179,11 @@ def set_scheduler(pipe, name: str | None) -> None:
 def resolve_steps(pipe, steps: int | None) -> int:
     """``--steps``: check it against the scheduler's ``num_train_timesteps``, or pick the default (module doc)."""
     max_steps = int(pipe.scheduler.config.num_train_timesteps)
+    if max_steps < 1:
+        raise UsageError(
+            f"the model's scheduler config is invalid: num_train_timesteps={max_steps} (must be >= 1); fix "
+            "scheduler/scheduler_config.json or re-save the model."
+        )
     if steps is None:
         return max_steps if type(pipe.scheduler).__name__ == "DDPMScheduler" else min(FAST_SAMPLER_STEPS, max_steps)
     if steps < 1 or steps > max_steps:
@@ -188,6 +196,19 @@ def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] |
     if seed is None:
         return None
     return [torch.Generator("cpu").manual_seed(seed + k) for k in range(samples)]
+
+
+def sample_batches(pipe, image, samples: int, device) -> list[tuple[int, int]]:
+    """(first sample, count) of the pipeline calls that produce the ``samples`` outputs of ``image`` (PIL): as many
+    per call as fit into memory (:mod:`sradm_diffusers.memory`). Raises :class:`ImageError` when not one fits."""
+    from .memory import samples_per_batch
+
+    scale = int(pipe.config.upscale_factor)
+    try:
+        per_call = samples_per_batch(pipe.unet, image.height * scale, image.width * scale, samples, device)
+    except ValueError as error:
+        raise ImageError(f"{image.width}x{image.height} input: {one_line(error)}") from error
+    return [(start, min(per_call, samples - start)) for start in range(0, samples, per_call)]
 
 
 def is_dtype_unsupported(error: BaseException) -> bool:
@@ -356,6 +377,53 @@ def plan_outputs(out: str | None, inputs: list[str], samples: int) -> OutputPlan
     return OutputPlan(file=out)
 
 
+def check_output_file(path: str, option: str) -> None:
+    """Before any work: ``path`` (a file to be written, its missing parent folders created) must not be a folder
+    and its nearest existing ancestor must be a writable folder. Raises :class:`UsageError` naming the fix."""
+    if os.path.isdir(path):
+        example = os.path.join(path, "results.json")
+        raise UsageError(f"{option} {path!r} is a folder; pass a file name, e.g. {example!r}.")
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise UsageError(f"{option} {path!r}: {ancestor!r} is a file, not a folder; choose another location.")
+    try:
+        check_writable_folder(ancestor)
+    except OSError as error:
+        raise UsageError(f"{option} {path!r}: cannot write in {ancestor!r} ({one_line(error)}); choose a writable "
+                         "location.") from error
+
+
+def prepare_output_folders(plan: OutputPlan, files: list[str]) -> None:
+    """Before loading the model: create ``-o DIR`` and check that every folder outputs go to is writable (for a
+    single ``-o FILE``, that its folder exists). Raises :class:`UsageError` naming the fix."""
+    if plan.file is not None:
+        folder = os.path.dirname(os.path.abspath(plan.file))
+        if not os.path.isdir(folder):
+            raise UsageError(
+                f"-o {plan.file!r}: the folder {os.path.dirname(plan.file)!r} does not exist; create it, or pass a "
+                "folder ending with a separator (created if needed)."
+            )
+        folders = [folder]
+    elif plan.folder is not None:
+        try:
+            os.makedirs(plan.folder, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create the output folder -o {plan.folder!r}: {one_line(error)}") from error
+        folders = [plan.folder]
+    else:
+        folders = sorted({os.path.dirname(os.path.abspath(path)) for path in files})
+    for folder in folders:
+        try:
+            check_writable_folder(folder)
+        except OSError as error:
+            where = "-o" if plan.folder or plan.file else "next to the inputs in"
+            raise UsageError(
+                f"cannot write outputs {where} {folder!r} ({one_line(error)}); pass a writable folder with -o DIR."
+            ) from error
+
+
 def write_image_atomic(image, path: str, fmt: str | None = None) -> None:
     """Save a PIL image to ``path`` through a temporary file in the same folder and :func:`os.replace`.
 
@@ -370,6 +438,23 @@ def write_image_atomic(image, path: str, fmt: str | None = None) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------------------------
+
+
+class StepReporter:
+    """``callback_on_step_end`` that prints ``<name>: step i/N`` to stderr at most every ``interval`` seconds: the
+    progress of long samplings when stderr is not a terminal (where the progress bars are off)."""
+
+    def __init__(self, interval: float = 10.0):
+        self.interval, self.name, self.total, self.last = interval, "", 0, time.monotonic()
+
+    def start(self, name: str, total: int) -> None:
+        self.name, self.total, self.last = name, total, time.monotonic()
+
+    def __call__(self, pipe, step: int, timestep, tensors: dict) -> dict:
+        if time.monotonic() - self.last >= self.interval:
+            self.last = time.monotonic()
+            print(f"sradm upscale: {self.name}: step {step + 1}/{self.total}", file=sys.stderr, flush=True)
+        return {}
 
 
 def _report(path: str, reason: str) -> None:
@@ -398,33 +483,43 @@ def run_upscale(
 
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
-    if seed is not None and seed < 0:
-        raise UsageError(f"--seed {seed}: use a non-negative integer.")
+    if seed is not None and not 0 <= seed <= MAX_SEED - (samples - 1):
+        raise UsageError(
+            f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer)."
+        )
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
     for arg, reason in problems:
         _report(arg, reason)
     if not files:
         return 1
+    prepare_output_folders(plan, files)
 
     torch_device = resolve_device(device)
+    if dtype == "fp16" and torch_device.type == "cpu":
+        raise UsageError(
+            "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
+            "5x slower than fp32) and diffusers warns they may fail; use --dtype fp32 or bf16 on the CPU, fp16 on cuda."
+        )
+    try:
+        from .memory import available_bytes
+
+        available_bytes(torch_device)
+    except ValueError as error:
+        raise UsageError(one_line(error)) from error
     pipe = load_pipeline(model, torch_device, dtype)
     set_scheduler(pipe, scheduler)
     num_steps = resolve_steps(pipe, steps)
     scale = int(pipe.config.upscale_factor)
     files = drop_previous_outputs(files, expanded, scale)
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
-    if plan.folder is not None:
-        try:
-            os.makedirs(plan.folder, exist_ok=True)
-        except OSError as error:
-            raise UsageError(f"cannot create the output folder -o {plan.folder!r}: {one_line(error)}") from error
+    reporter = None if sys.stderr.isatty() else StepReporter()
 
     input_keys = {os.path.realpath(p) for p in files}
     written_keys: dict[str, str] = {}
     failed = len(problems)
     progress = tqdm(files, desc="upscale", unit="image", disable=None)
-    for path in progress:
+    for number, path in enumerate(progress, 1):
         try:
             targets = plan.paths(path, scale, samples)
             for target in targets:
@@ -434,30 +529,36 @@ def run_upscale(
                 if key in written_keys:
                     raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
             image = load_image(path)
-            try:
-                result = pipe(
-                    image,
-                    num_inference_steps=num_steps,
-                    generator=sample_generators(seed, samples),
-                    num_images_per_prompt=samples,
-                    output_type="pil",
-                )
-            except RuntimeError as error:
-                if is_dtype_unsupported(error):
-                    raise UsageError(
-                        f"--dtype {dtype} is not supported on {torch_device.type} by this torch build "
-                        f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
-                    ) from error
-                raise ImageError(f"upscaling failed: {one_line(error)}") from error
-            except ValueError as error:
-                raise ImageError(one_line(error)) from error
-            for target, sr in zip(targets, result.images):
+            if reporter is not None:
+                print(f"sradm upscale: image {number}/{len(files)}: {path}", file=sys.stderr, flush=True)
+                reporter.start(os.path.basename(path), num_steps)
+            generators = sample_generators(seed, samples)
+            for start, count in sample_batches(pipe, image, samples, torch_device):
                 try:
-                    write_image_atomic(sr, target)
-                except (OSError, ValueError) as error:
-                    raise ImageError(f"cannot write {target}: {one_line(error)}") from error
-                written_keys[os.path.realpath(target)] = path
-                tqdm.write(target, file=sys.stdout)
+                    result = pipe(
+                        image,
+                        num_inference_steps=num_steps,
+                        generator=None if generators is None else generators[start : start + count],
+                        num_images_per_prompt=count,
+                        output_type="pil",
+                        callback_on_step_end=reporter,
+                    )
+                except RuntimeError as error:
+                    if is_dtype_unsupported(error):
+                        raise UsageError(
+                            f"--dtype {dtype} is not supported on {torch_device.type} by this torch build "
+                            f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
+                        ) from error
+                    raise ImageError(f"upscaling failed: {one_line(error)}") from error
+                except ValueError as error:
+                    raise ImageError(one_line(error)) from error
+                for target, sr in zip(targets[start : start + count], result.images):
+                    try:
+                        write_image_atomic(sr, target)
+                    except (OSError, ValueError) as error:
+                        raise ImageError(f"cannot write {target}: {one_line(error)}") from error
+                    written_keys[os.path.realpath(target)] = path
+                    tqdm.write(target, file=sys.stdout)
         except ImageError as error:
             failed += 1
             _report(path, str(error))

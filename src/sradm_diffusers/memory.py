@@ -1,0 +1,105 @@
+"""Estimating the peak memory of sampling before it starts, so a run that cannot fit is refused with the fix.
+
+The U-Net dominates: every denoising step holds several feature maps of its full-resolution width
+``base_channels * channel_mults[0]`` at the HR size; lower levels add a quarter per level and less. The peak extra
+memory of one pipeline call is modelled as ``BYTES_PER_WIDTH_PIXEL * width * batch * H * W + FIXED_BYTES`` for an
+HR size H x W. The constants are a least-squares fit to the peak RSS of 18 pipeline calls (two runs of
+``python benchmarks/memory_fit.py``: presets tiny and small, LR 64..256 px, batch 1 and 2, fp32, CPU, on a shared
+machine): the estimate is 0.79x..1.55x the measured value, and the same point measured twice differed by up to
+25 %. A third run fitted 38.6 B and 48 MiB on its own; the stored constants were 0.78x..1.19x of its points. The
+guard is meant to stop runs that need several times the memory there is, not to fill it exactly.
+
+The budget is the memory available now (``MemAvailable`` of ``/proc/meminfo`` on Linux, the free memory of a CUDA
+device), or ``SRADM_MEMORY_LIMIT`` (bytes, or a number with a K/M/G/T suffix) when it is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+BYTES_PER_WIDTH_PIXEL = 37.0
+"""Fitted: peak bytes per HR pixel, batch item and channel of the U-Net's full-resolution width."""
+
+FIXED_BYTES = 58 * 2**20
+"""Fitted: allocator and library overhead of a pipeline call, independent of the image size."""
+
+MEMORY_LIMIT_ENV = "SRADM_MEMORY_LIMIT"
+
+
+class SamplingMemoryError(MemoryError, ValueError):
+    """Sampling would need more memory than is available. A ``ValueError`` too, so per-image handlers see it."""
+
+
+def full_resolution_width(unet) -> int:
+    """Channels of the U-Net's first (HR-size) level."""
+    return int(unet.config.base_channels * unet.config.channel_mults[0])
+
+
+def estimate_sampling_bytes(unet, batch: int, height: int, width: int) -> int:
+    """Estimated peak extra memory (bytes) of sampling ``batch`` images of HR size ``height`` x ``width``."""
+    per_pixel = BYTES_PER_WIDTH_PIXEL * full_resolution_width(unet)
+    return int(per_pixel * batch * height * width + FIXED_BYTES)
+
+
+def parse_size(text: str) -> int:
+    """'8G', '512M', '1.5T', '1000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", text, flags=re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={text!r} is not a size; use e.g. 8G, 512M or a number of bytes.")
+    power = " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def available_bytes(device: torch.device | str | None = None) -> int | None:
+    """Memory sampling may use now: ``SRADM_MEMORY_LIMIT``, else the device's free memory (None if unknown)."""
+    limit = os.environ.get(MEMORY_LIMIT_ENV)
+    if limit:
+        return parse_size(limit)
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.1f} GiB"
+
+
+def check_sampling_memory(unet, batch: int, height: int, width: int, device=None, samples: int = 1) -> None:
+    """Raise :class:`SamplingMemoryError` if sampling ``batch`` outputs of HR size ``height`` x ``width`` would not
+    fit into :func:`available_bytes`. ``samples`` (K per input) only shapes the message."""
+    budget = available_bytes(device)
+    if budget is None:
+        return
+    needed = estimate_sampling_bytes(unet, batch, height, width)
+    if needed <= budget:
+        return
+    fixes = "a smaller input, --tile N (sample in N-pixel tiles)"
+    if samples > 1:
+        fixes += ", or fewer samples (--samples / num_images_per_prompt)"
+    raise SamplingMemoryError(
+        f"sampling {batch} output(s) of {width}x{height} pixels needs about {_gib(needed)} but only {_gib(budget)} "
+        f"is available; use {fixes}."
+    )
+
+
+def samples_per_batch(unet, height: int, width: int, samples: int, device=None) -> int:
+    """How many of the ``samples`` outputs of one image (HR ``height`` x ``width``) to sample per pipeline call: as
+    many as fit into half the available memory (headroom for the estimate's error; larger batches gain little),
+    at least one. Raises :class:`SamplingMemoryError` when not even one fits into all of it."""
+    check_sampling_memory(unet, 1, height, width, device, samples)
+    budget = available_bytes(device)
+    if budget is None:
+        return samples
+    one = estimate_sampling_bytes(unet, 1, height, width) - FIXED_BYTES
+    return max(1, min(samples, int((budget / 2 - FIXED_BYTES) // max(one, 1))))
