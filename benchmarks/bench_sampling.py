@@ -12,7 +12,6 @@ Paths:
   fast       this checkout: under ``torch.no_grad()`` the U-Net runs channels_last end to end with in-place
              activations (``SRADMUNet.forward``); fp32, same outputs within 1e-4 (tests/test_fast_inference.py).
   bf16       the fast path with the U-Net's weights and inputs in bfloat16 (``sradm upscale --dtype bf16``).
-  compile    the fast path through ``torch.compile`` (its compile time is printed separately).
 
 Per case it prints the median ms per U-Net step (a direct ``unet(x_t, t, cond)`` call with ``cond`` from
 ``unet.condition``, as in the pipeline's loop), ms per output megapixel, the FLOPs of one step
@@ -102,17 +101,10 @@ def measure(model: str, side: int, path: str, repeats: int, threads: int) -> dic
     features = torch.randn(1, unet.config.cond_channels, side // scale, side // scale, generator=generator)
     timestep = torch.tensor([50])
 
-    compile_s = None
     with torch.no_grad():
         cond = unet.condition(features.to(dtype))
-        step = unet
-        if path == "compile":
-            step = torch.compile(unet)
-            start = time.perf_counter()
-            step(sample, timestep, cond)
-            compile_s = time.perf_counter() - start
         conv = conv_gflops(dtype, repeats=5)
-        ms = _median_ms(lambda: step(sample, timestep, cond), repeats)
+        ms = _median_ms(lambda: unet(sample, timestep, cond), repeats)
     gflops = flops / ms / 1e6
     return {
         "model": model,
@@ -124,7 +116,6 @@ def measure(model: str, side: int, path: str, repeats: int, threads: int) -> dic
         "gflops": gflops,
         "conv_gflops": conv,
         "percent_of_conv": 100 * gflops / conv,
-        "compile_s": compile_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "package": os.path.dirname(sradm_diffusers.__file__),
     }
@@ -154,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="demo,div2k-x4", help="'demo' (bundled model) and/or preset names")
     parser.add_argument("--sizes", default="256,1024", help="output (HR) side lengths, comma-separated")
-    parser.add_argument("--paths", default="reference,fast,bf16", help="reference, fast, bf16, compile")
+    parser.add_argument("--paths", default="reference,fast,bf16", help="reference, fast, bf16")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case below 1024² (median)")
     parser.add_argument("--repeats-large", type=int, default=2, help="timed steps per case at 1024² and above")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole interleaved sweep; medians kept")
@@ -190,12 +181,11 @@ def main() -> None:
                     result["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
                     base_ms = result["ms_per_step"] if path == "reference" else base_ms
                     speedup = f"{base_ms / result['ms_per_step']:.2f}x" if base_ms else "-"
-                    extra = f"  (compile {result['compile_s']:.0f} s)" if result["compile_s"] else ""
                     print(
                         f"{model:<9} {side:>4}x{side:<4} {path:<10} {result['ms_per_step']:>9.0f} "
                         f"{result['ms_per_megapixel']:>9.0f} {result['gflop_per_step']:>7.1f} {result['gflops']:>8.1f} "
                         f"{result['conv_gflops']:>12.1f} {result['percent_of_conv']:>6.1f}% {speedup:>8} "
-                        f"{result['peak_rss_mib']:>6.0f} MiB{extra}",
+                        f"{result['peak_rss_mib']:>6.0f} MiB",
                         flush=True,
                     )
                     results.append(result)
