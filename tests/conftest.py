@@ -43,3 +43,25 @@ def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "tiny"
     build_pipeline("tiny", upscale_factor=4).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def demo_pipe():
+    """The bundled demo pipeline (per test module: tests swap its scheduler)."""
+    from sradm_diffusers import DEMO_MODEL, SRADMPipeline
+
+    pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def demo_lr():
+    """A 20x16 LR crop of the bundled sample photo as a (1, 3, 16, 20) tensor in [0, 1]: flat sky on top-left,
+    detail below."""
+    from PIL import Image
+
+    from sradm_diffusers import SAMPLE_IMAGE
+
+    array = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))[40:56, 60:80]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255

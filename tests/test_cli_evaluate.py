@@ -238,8 +238,9 @@ def test_samples_give_diversity(hr_dir, model_dir, tmp_path):
                    "--samples", 2, "--steps", 2, "--scheduler", "ddim", "--limit", 2, json_path=out)
     assert rc == 0
     result = _load(out)
-    assert list(result["methods"]) == ["bicubic", "sradm"]
+    assert list(result["methods"]) == ["bicubic", "sradm", "sradm_mean"]  # sradm_mean: the K samples' mean image
     assert set(result["methods"]["sradm"]) == METRIC_KEYS | {"diversity_std"}
+    assert set(result["methods"]["sradm_mean"]) == METRIC_KEYS
     assert set(result["methods"]["bicubic"]) == METRIC_KEYS
     per = [rows["sradm"]["diversity_std"] for rows in result["per_image"].values()]
     assert all(d > 0 for d in per)

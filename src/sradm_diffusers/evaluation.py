@@ -17,7 +17,8 @@ Protocol (shared/reference/srdiff.md; metrics from :mod:`sradm_diffusers.metrics
      convolutional, so it runs on the LR as is, without the pipeline's padding);
    - ``sradm``: the pipeline with the chosen scheduler and steps, ``K = --samples`` samples per image
      (``num_images_per_prompt=K``; sample ``k`` seeded ``seed + k``). Each metric is the mean over the K samples,
-     plus ``diversity_std`` (spread of the K samples on the 0..255 scale) when K > 1.
+     plus ``diversity_std`` (spread of the K samples on the 0..255 scale) when K > 1, and then also the row
+     ``sradm_mean``: the metrics of the K samples' per-pixel mean image. ``lr_consistency`` is passed to the pipeline.
 
    Outputs are rounded to uint8 before scoring.
 4. **Metrics** per image and method: ``psnr_rgb``, ``ssim_rgb`` (RGB, no crop), ``psnr_y``, ``ssim_y`` (BT.601 Y,
@@ -63,7 +64,7 @@ from .upscale import (
 
 METHODS = ("bicubic", "rrdb", "sradm")
 METRICS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr", "lpips")
-METHOD_TITLES = {"bicubic": "Bicubic", "rrdb": "RRDB", "sradm": "SRADM"}
+METHOD_TITLES = {"bicubic": "Bicubic", "rrdb": "RRDB", "sradm": "SRADM", "sradm_mean": "SRADM mean of K"}
 TABLE_COLUMNS = (  # (title, metric key, format)
     ("PSNR", "psnr_rgb", "{:.2f}"),
     ("SSIM", "ssim_rgb", "{:.4f}"),
@@ -294,6 +295,7 @@ class Evaluator:
     samples: int = 1
     seed: int | None = 0
     lpips_model: object = None
+    lr_consistency: bool = False
 
     def super_resolve(self, method: str, lr: torch.Tensor) -> torch.Tensor:
         """uint8 LR (1,3,h,w) -> uint8 SR (K,3,s*h,s*w) (K = 1 except for sradm)."""
@@ -316,6 +318,7 @@ class Evaluator:
             generator=sample_generators(self.seed, self.samples),
             num_images_per_prompt=self.samples,
             output_type="pt",
+            lr_consistency=self.lr_consistency,
         ).images
         return to_uint8(images, value_range=(0.0, 1.0))
 
@@ -331,9 +334,12 @@ class Evaluator:
             lr = item.lr.to(sr.device).expand(k, -1, -1, -1)
             values = compute_metrics(sr, hr, self.scale, lr=lr, lpips_model=self.lpips_model)
             row = {key: (None if values[key] is None else float(values[key].double().mean())) for key in METRICS}
+            results[method] = row
             if method == "sradm" and k > 1:
                 row["diversity_std"] = float(diversity_std(sr))
-            results[method] = row
+                mean = sr.float().mean(dim=0, keepdim=True).round().to(torch.uint8)  # the K samples' mean image
+                values = compute_metrics(mean, hr[:1], self.scale, lr=lr[:1], lpips_model=self.lpips_model)
+                results["sradm_mean"] = {key: None if values[key] is None else float(values[key]) for key in METRICS}
         return results
 
 
@@ -348,6 +354,8 @@ def mean_of(rows: list[dict[str, float | None]], key: str) -> float | None:
 def summarize(per_image: dict, failed: dict, methods: list[str], scale: int, config: dict) -> dict:
     """The result dict (the JSON): means per method over the images in ``per_image``."""
     summary = {}
+    if any("sradm_mean" in scores for scores in per_image.values()):
+        methods = [*methods, "sradm_mean"]
     for method in methods:
         rows = [scores[method] for scores in per_image.values()]
         keys = list(METRICS) + (["diversity_std"] if any("diversity_std" in r for r in rows) else [])
@@ -413,7 +421,7 @@ def format_table(result: dict) -> str:
     if sradm is not None:
         text = (
             f"SRADM: {config['scheduler']}, {config['steps']} steps, {config['samples']} sample(s)/image, "
-            f"seed {config['seed']}"
+            f"seed {config['seed']}{', LR consistency' if config.get('lr_consistency') else ''}"
         )
         if sradm.get("diversity_std") is not None:
             text += f", diversity std {sradm['diversity_std']:.3f} (0..255)"
@@ -477,6 +485,7 @@ def run_evaluate(
     device: str | None = None,
     cache_dir: str | None = None,
     center_crop: int | None = None,
+    lr_consistency: bool = False,
 ) -> int:
     """Run ``sradm evaluate``: print the table, write the JSON. Returns 0, or 1 if some image failed.
 
@@ -527,7 +536,7 @@ def run_evaluate(
     lpips_model = _load_lpips_quietly(torch_device)
     evaluator = Evaluator(
         scale=scale, methods=methods, pipe=pipe, steps=num_steps or 0, samples=samples, seed=seed,
-        lpips_model=lpips_model,
+        lpips_model=lpips_model, lr_consistency=lr_consistency,
     )
     per_image, failed = evaluate_items(items, evaluator)
     config = {
@@ -535,6 +544,7 @@ def run_evaluate(
         "steps": num_steps,
         "scheduler": scheduler_name,
         "samples": samples if "sradm" in methods else None,
+        "lr_consistency": lr_consistency if "sradm" in methods else None,
         "seed": seed,
         "methods": methods,
         "lpips": lpips_model is not None,

@@ -15,6 +15,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .hub import resolve_pipeline_folder
 from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postprocess, preprocess
 from .imresize import imresize
+from .lr_consistency import FINAL_ITERATIONS, LRConsistency
 from .memory import check_sampling_memory
 from .models import RRDBEncoder, SRADMUNet
 from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
@@ -206,6 +207,7 @@ class SRADMPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        lr_consistency: bool = False,
     ) -> ImagePipelineOutput | tuple:
         """Super-resolve ``image`` by ``upscale_factor``.
 
@@ -221,6 +223,8 @@ class SRADMPipeline(DiffusionPipeline):
             output_type: "pil", "np" (B, H, W, 3) in [0, 1], or "pt" (B, 3, H, W) in [0, 1].
             callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step; a returned
                 "latents" replaces the current x_t.
+            lr_consistency: back-project the predicted x_0 at every step (and the result) so that
+                ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.lr_consistency`).
 
         Returns:
             ``ImagePipelineOutput`` with ``images`` of size (s*h, s*w), or a tuple if ``return_dict`` is False.
@@ -238,6 +242,7 @@ class SRADMPipeline(DiffusionPipeline):
         pad_h, pad_w = self._lr_padding(height, width)
         predict_noise = self.noise_predictor(_pad_bottom_right(lr, pad_h, pad_w))
 
+        consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
         if latents is None:
             latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=self.unet.dtype)
@@ -253,12 +258,16 @@ class SRADMPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = self.scheduler.scale_model_input(latents, t)
             noise_pred = predict_noise(model_input, t)
+            if consistency is not None:
+                noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": latents}
                 tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                 latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
 
+        if consistency is not None:
+            latents = consistency.project(latents, FINAL_ITERATIONS)
         residual = latents[:, :, : height * scale, : width * scale].float() / self.config.residual_scale
         check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
                      "in the files) or half precision overflowed: check or re-save the model, or use float32.")

@@ -13,7 +13,9 @@ What it does, and the choices it makes:
   :mod:`sradm_diffusers.image_processing`: greyscale becomes RGB, **transparency is composited on white** and the
   output is RGB without alpha.
 - **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
-  with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``. ``-o`` is a folder (created if
+  with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
+  their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
+  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created if
   needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
   than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
   input file and one sample. An output that would replace one of the input files, or another output of the same
@@ -44,6 +46,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .atomic import check_writable_folder, replacing
@@ -301,7 +304,7 @@ def drop_previous_outputs(files: list[str], expanded: set[str], scale: int) -> l
     """Leave out of a folder/pattern expansion the files named like this command's output of another input in the
     same folder (``<stem>_x<s>.png``, ``<stem>_x<s>_<k>.png`` next to ``<stem>.<ext>``): results of an earlier run,
     which this run replaces. Files named explicitly are always kept."""
-    pattern = re.compile(rf"^(?P<stem>.+)_x{scale}(?:_\d+)?\.png$")
+    pattern = re.compile(rf"^(?P<stem>.+)_x{scale}(?:_\d+|_mean|_std)?\.png$")
     stems = {(os.path.dirname(p), Path(p).stem) for p in files}
     kept = []
     for path in files:
@@ -494,6 +497,8 @@ def run_upscale(
     dtype: str = "fp32",
     tile: int | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    lr_consistency: bool = False,
+    uncertainty: bool = False,
 ) -> int:
     """Run ``sradm upscale``. Returns the exit status: 0 all written, 1 some input failed.
 
@@ -501,6 +506,8 @@ def run_upscale(
         UsageError: bad options, model or output location (the caller prints it and exits with 2).
     """
     from tqdm.auto import tqdm
+
+    from .uncertainty import summary_images
 
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
@@ -515,6 +522,8 @@ def run_upscale(
             check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
         except ValueError as error:
             raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
+    if uncertainty and samples < 2:
+        raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
     for arg, reason in problems:
@@ -550,6 +559,8 @@ def run_upscale(
     for number, path in enumerate(progress, 1):
         try:
             targets = plan.paths(path, scale, samples)
+            if uncertainty:  # <stem>_x<s>_mean.png and <stem>_x<s>_std.png next to the samples
+                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in ("mean", "std")]
             for target in targets:
                 key = os.path.realpath(target)
                 if key in input_keys:
@@ -572,6 +583,7 @@ def run_upscale(
                 print(f"sradm upscale: image {number}/{len(files)}: {path}", file=sys.stderr, flush=True)
                 reporter.start(os.path.basename(path), num_steps)
             generators = sample_generators(seed, samples)
+            sample_images = []
             for start, count in sample_batches(pipe, image, samples, torch_device):
                 try:
                     result = pipe(
@@ -581,6 +593,7 @@ def run_upscale(
                         num_images_per_prompt=count,
                         output_type="pil",
                         callback_on_step_end=reporter,
+                        lr_consistency=lr_consistency,
                     )
                 except RuntimeError as error:
                     if is_dtype_unsupported(error):
@@ -594,6 +607,16 @@ def run_upscale(
                 for target, sr in zip(targets[start : start + count], result.images):
                     try:
                         write_image_atomic(sr, target)
+                    except (OSError, ValueError) as error:
+                        raise ImageError(f"cannot write {target}: {one_line(error)}") from error
+                    written_keys[os.path.realpath(target)] = path
+                    tqdm.write(target, file=sys.stdout)
+                sample_images += result.images if uncertainty else []
+            if uncertainty:  # mean and std of the K written (8-bit) samples
+                stack = torch.from_numpy(np.stack([np.asarray(im) for im in sample_images])).permute(0, 3, 1, 2) / 255
+                for target, summary in zip(targets[samples:], summary_images(stack)):
+                    try:
+                        write_image_atomic(summary, target)
                     except (OSError, ValueError) as error:
                         raise ImageError(f"cannot write {target}: {one_line(error)}") from error
                     written_keys[os.path.realpath(target)] = path

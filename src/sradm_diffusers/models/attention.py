@@ -8,6 +8,8 @@ keys, so the result for every real pixel is exactly attention over the real pixe
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,8 @@ class WindowAttention(nn.Module):
         nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._forward_channels_last(x)
         batch, channels, height, width = x.shape
         win = self.window_size
         pad_h, pad_w = (-height) % win, (-width) % win
@@ -82,11 +86,49 @@ class WindowAttention(nn.Module):
         )
         return x + out[:, :, :height, :width]
 
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference path, the same arithmetic as ``forward`` with the windows cut from a (B, H, W, C) view.
+
+        In channels_last memory ``permute(0, 2, 3, 1)`` is free, so cutting windows and putting them back costs one
+        copy each way and the result is channels_last again, with no layout round trip.
+        """
+        batch, channels, height, width = x.shape
+        win, heads = self.window_size, self.num_heads
+        pad_h, pad_w = (-height) % win, (-width) % win
+
+        h = self.norm(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        if pad_h or pad_w:
+            h = F.pad(h, (0, 0, 0, pad_w, 0, pad_h))
+        rows, cols = h.shape[1] // win, h.shape[2] // win
+        windows = batch * rows * cols
+
+        tokens = (
+            h.reshape(batch, rows, win, cols, win, channels)
+            .permute(0, 1, 3, 2, 4, 5)
+            .reshape(windows, win * win, channels)
+        )
+        q, k, v = self.to_qkv(tokens).reshape(windows, win * win, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
+        mask = _key_mask(height, width, win, x.device).repeat(batch, 1, 1, 1) if (pad_h or pad_w) else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.to_out(out.transpose(1, 2).reshape(windows, win * win, channels))
+
+        out = (
+            out.reshape(batch, rows, cols, win, win, channels)
+            .permute(0, 1, 3, 2, 4, 5)
+            .reshape(batch, rows * win, cols * win, channels)[:, :height, :width]
+            .permute(0, 3, 1, 2)  # (B, C, H, W) view in channels_last memory
+        )
+        return x + out
+
     def _key_mask(self, height: int, width: int, batch: int, device: torch.device) -> torch.Tensor:
         """Boolean mask (B*windows, 1, 1, win*win): True where the key is a real (unpadded) pixel."""
-        win = self.window_size
-        rows, cols = -(-height // win), -(-width // win)
-        valid = torch.zeros(rows * win, cols * win, dtype=torch.bool, device=device)
-        valid[:height, :width] = True
-        valid = valid.reshape(rows, win, cols, win).permute(0, 2, 1, 3).reshape(rows * cols, 1, 1, win * win)
-        return valid.repeat(batch, 1, 1, 1)
+        return _key_mask(height, width, self.window_size, device).repeat(batch, 1, 1, 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _key_mask(height: int, width: int, win: int, device: torch.device) -> torch.Tensor:
+    """Boolean mask (windows, 1, 1, win*win) for one image, cached: it depends only on the feature map's size."""
+    rows, cols = -(-height // win), -(-width // win)
+    valid = torch.zeros(rows * win, cols * win, dtype=torch.bool, device=device)
+    valid[:height, :width] = True
+    return valid.reshape(rows, win, cols, win).permute(0, 2, 1, 3).reshape(rows * cols, 1, 1, win * win)

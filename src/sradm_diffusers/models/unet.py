@@ -38,11 +38,23 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) in channels_last memory format; returns x itself when it already is."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class ConvMish(nn.Sequential):
     """3x3 conv followed by Mish. (B, C_in, H, W) -> (B, C_out, H, W)."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.Mish())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        # Inference: Mish in the conv's own output buffer. A full-resolution elementwise op is memory bound on a
+        # CPU and a fresh output (newly mapped pages) costs more than the op; autograd would need the input.
+        return F.mish(self[0](x), inplace=True)
 
 
 class ResidualBlock(nn.Module):
@@ -56,8 +68,18 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._forward_inplace(x, temb)
         h = self.block1(x) + self.time_proj(temb)[:, :, None, None]
         return self.block2(h) + self.skip(x)
+
+    def _forward_inplace(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The same arithmetic with the adds done in the conv outputs' buffers (see ``ConvMish.forward``)."""
+        h = self.block1(x)
+        h += self.time_proj(temb)[:, :, None, None]
+        out = self.block2(h)
+        out += self.skip(x)
+        return out
 
 
 class Level(nn.Module):
@@ -172,7 +194,20 @@ class SRADMUNet(ModelMixin, ConfigMixin):
 
     def condition(self, features: torch.Tensor) -> torch.Tensor:
         """LR features (B, cond_channels, h, w) -> HR-size conditioning (B, base_channels, s*h, s*w). Once per image."""
-        return self.cond_proj(features)
+        if torch.is_grad_enabled():
+            return self.cond_proj(features)
+        self._use_channels_last_weights()
+        # Made once per image in the layout forward() runs in, so that no step has to convert it.
+        return to_channels_last(self.cond_proj(features))
+
+    def _use_channels_last_weights(self) -> None:
+        """Store the conv weights channels_last (values and state_dict keys unchanged), once.
+
+        A channels_last input with a contiguous weight makes every convolution copy its weight first; for the
+        div2k-x4 U-Net those copies cost about a seventh of a step.
+        """
+        if not self.conv_in[0].weight.is_contiguous(memory_format=torch.channels_last):
+            self.to(memory_format=torch.channels_last)
 
     def forward(
         self,
@@ -196,12 +231,19 @@ class SRADMUNet(ModelMixin, ConfigMixin):
         timesteps = timesteps.reshape(-1).expand(sample.shape[0]) if timesteps.numel() == 1 else timesteps
         temb = self.time_embedding(sinusoidal_embedding(timesteps, self.config.base_channels).to(sample.dtype))
 
+        inference = not torch.is_grad_enabled()
+        if inference:
+            # channels_last end to end: oneDNN's 3x3 convolutions run about twice as fast in it on CPUs, and every
+            # op below (Mish, GroupNorm, the attention's window reshapes, torch.cat) keeps the layout.
+            sample, cond = to_channels_last(sample), to_channels_last(cond)
+            self._use_channels_last_weights()
+
         h = self.conv_in(sample)
         skips = []
         for i, level in enumerate(self.down_levels):
             h = level(h, temb)
             if i == 0:
-                h = h + cond
+                h = h.add_(cond) if inference else h + cond
             skips.append(h)
             if i < len(self.downsamplers):
                 h = self.downsamplers[i](h)
@@ -217,4 +259,6 @@ class SRADMUNet(ModelMixin, ConfigMixin):
                 h = self.upsamplers[i](h)
 
         eps = self.conv_out(h)
+        if inference:
+            eps = eps.contiguous()  # callers get the usual layout; 3 channels make this copy cheap
         return SRADMUNetOutput(sample=eps) if return_dict else (eps,)
