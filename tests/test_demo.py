@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers.cli import build_parser
+from sradm_diffusers.cli import LR_CONSISTENCY_DEFAULT, build_parser
 from sradm_diffusers.demo import DemoRunner
 from sradm_diffusers.demo.runner import MAX_SAMPLES, uncertainty_map
 from sradm_diffusers.imresize import imresize
@@ -179,6 +179,18 @@ def test_handler_outputs_and_errors(runner, lr_file):
         handler({"path": str(garbage), "orig_name": "garbage.png"}, "ddim", 1, 0, 1)
 
 
+def test_lr_consistency_option_is_the_pipelines(runner, tiny_pipe, lr_file, tmp_path):
+    result = runner(lr_file, "ddim", 2, 5, 1, output_dir=str(tmp_path), lr_consistency=True)
+    tiny_pipe.scheduler = runner.base_scheduler
+    set_scheduler(tiny_pipe, "ddim")
+    with PIL.Image.open(lr_file) as image:
+        kwargs = dict(num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(5))
+        on = tiny_pipe(image, lr_consistency=True, **kwargs).images[0]
+        off = tiny_pipe(image, lr_consistency=False, **kwargs).images[0]
+    assert np.asarray(result.samples[0]).tolist() == (on * 255.0).round().astype(np.uint8).tolist()
+    assert np.abs(on - off).max() > 1e-3  # the option really reaches the pipeline
+
+
 def test_page_wiring(runner):
     gr = pytest.importorskip("gradio", reason="the web demo needs the [demo] extra")
     from sradm_diffusers.demo.app import build_demo
@@ -191,6 +203,9 @@ def test_page_wiring(runner):
     assert any(isinstance(block, gr.ImageSlider) for block in demo.blocks.values())
     steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "steps")
     assert steps.value == runner.default_steps(FAST_SCHEDULER) and steps.maximum == runner.max_steps
+    consistency = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "lr_consistency")
+    assert consistency.value is LR_CONSISTENCY_DEFAULT
+    assert consistency._id in [block._id for block in upscale.inputs]
 
 
 def test_cli_options():

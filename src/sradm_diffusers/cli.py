@@ -62,8 +62,11 @@ _seed = _int_at_least(0, MAX_SEED)
 _non_negative_int = _int_at_least(0)
 
 
+LR_CONSISTENCY_DEFAULT = True
+"""``--lr-consistency`` is on unless ``--no-lr-consistency``: on the demo model it raised every metric."""
+
 _CONSISTENCY = {
-    "action": argparse.BooleanOptionalAction, "default": True,
+    "action": argparse.BooleanOptionalAction, "default": LR_CONSISTENCY_DEFAULT,
     "help": "back-project every step's x_0 so that imresize(SR, 1/s) reproduces the LR input (default: on; on the "
     "demo model it raised every metric on every held-out photo, README 'Beyond one sample')",
 }

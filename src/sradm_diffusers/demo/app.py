@@ -23,6 +23,7 @@ import PIL.Image  # noqa: E402
 
 from ..resources import SAMPLE_IMAGE  # noqa: E402
 from ..upscale import ImageError, UsageError, one_line  # noqa: E402
+from ..cli import LR_CONSISTENCY_DEFAULT  # noqa: E402
 from .runner import MAX_SAMPLES, DemoResult, DemoRunner  # noqa: E402
 
 TITLE = "SRADM super-resolution"
@@ -89,12 +90,13 @@ def make_handler(runner: DemoRunner):
     """The upscale event's function, bound to ``runner``."""
     folders = _RunFolders()
 
-    def upscale_handler(image, sampler, steps, seed, samples, progress=gr.Progress()):
+    def upscale_handler(image, sampler, steps, seed, samples, lr_consistency=False, progress=gr.Progress()):
         try:
             path, name = _upload_path(image)
             result = runner(
                 path, sampler, steps, seed, samples, output_dir=folders.new(), name=name,
                 on_step=lambda done, total: progress((done, total), desc="Denoising", unit="steps"),
+                lr_consistency=lr_consistency,
             )
         except (UsageError, ImageError) as error:
             raise gr.Error(one_line(error), title="Cannot upscale", print_exception=False) from error
@@ -138,7 +140,12 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
                     samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples", elem_id="samples")
-                # Options the pipeline gains (tiling, LR consistency, ...) go here, one control each.
+                # Options the pipeline gains go here, one control each. Tiling needs none: the request budget
+                # (MAX_INPUT_PIXELS) keeps every input within one tile's worth of memory.
+                lr_consistency = gr.Checkbox(
+                    value=LR_CONSISTENCY_DEFAULT, label="LR consistency (downscaled SR reproduces the input)",
+                    elem_id="lr_consistency",
+                )
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale")
             with gr.Column(scale=2):
                 comparison = gr.ImageSlider(
@@ -161,7 +168,7 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
         gallery.select(compare_selected, inputs=shown, outputs=comparison, queue=False)
         button.click(
             make_handler(runner),
-            inputs=[image, sampler, steps, seed, samples],
+            inputs=[image, sampler, steps, seed, samples, lr_consistency],
             outputs=[comparison, gallery, uncertainty, files, status, shown],
             preprocess=False,
             concurrency_limit=1,

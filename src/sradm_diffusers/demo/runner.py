@@ -147,6 +147,7 @@ class DemoRunner:
         output_dir: str,
         name: str = "image",
         on_step: StepCallback | None = None,
+        lr_consistency: bool = False,
     ) -> DemoResult:
         """Super-resolve one image.
 
@@ -160,6 +161,7 @@ class DemoRunner:
             output_dir: existing folder the PNGs are written to.
             name: file name of the input, for the output names (``<stem>_x<s>.png`` / ``<stem>_x<s>_<k>.png``).
             on_step: progress callback, see :data:`StepCallback`.
+            lr_consistency: back-project every step's x_0 onto the LR input (``SRADMPipeline(lr_consistency=)``).
         Raises:
             UsageError: a bad option, or an image too large for the budget.
             ImageError: the file cannot be read as an image.
@@ -193,6 +195,7 @@ class DemoRunner:
                     num_images_per_prompt=samples,
                     output_type="np",
                     callback_on_step_end=step_end,
+                    lr_consistency=bool(lr_consistency),
                 ).images
             except ValueError as error:  # the pipeline's input checks, and its memory check (SamplingMemoryError)
                 raise ImageError(str(error)) from error
