@@ -244,9 +244,6 @@ def _add_manipulation_commands(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sradm`` console script. Returns the exit status (see the module docstring)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # diffusers may import transformers: keep stderr clean
-    from .memory import return_large_blocks_to_os
-
-    return_large_blocks_to_os()  # bounded RSS for large (tiled) photos; see its docstring
     parser = build_parser()
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)

@@ -15,8 +15,6 @@ device), or ``SRADM_MEMORY_LIMIT`` (bytes, or a number with a K/M/G/T suffix) wh
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 
@@ -29,12 +27,6 @@ FIXED_BYTES = 58 * 2**20
 """Fitted: allocator and library overhead of a pipeline call, independent of the image size."""
 
 MEMORY_LIMIT_ENV = "SRADM_MEMORY_LIMIT"
-
-MMAP_THRESHOLD_BYTES = 4 * 2**20
-"""Allocations of this size and more get pages of their own that go back to the OS when freed
-(see :func:`return_large_blocks_to_os`)."""
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 
 
 class SamplingMemoryError(MemoryError, ValueError):
@@ -111,27 +103,3 @@ def samples_per_batch(unet, height: int, width: int, samples: int, device=None) 
         return samples
     one = estimate_sampling_bytes(unet, 1, height, width) - FIXED_BYTES
     return max(1, min(samples, int((budget / 2 - FIXED_BYTES) // max(one, 1))))
-
-
-def return_large_blocks_to_os(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Make glibc serve allocations of ``threshold`` bytes and more with ``mmap``, so freed tensors leave the process.
-
-    By default glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), after which
-    tensors of up to that size come from the heap, whose freed gaps the process keeps. Tiled sampling of a large
-    photo interleaves per-tile activations with whole-image tensors and fragments the heap. On the bundled model,
-    510x339 -> 2040x1356 in 128 px tiles with LR consistency, the U-Net phase peaked at 1385 MiB RSS with glibc's
-    default and at 1053 MiB with a fixed 4 MiB threshold (``python benchmarks/bench_tiling.py --sizes 510x339
-    --mmap-thresholds glibc,4`` measures it without LR consistency). The price is fresh pages (page faults) for
-    every large tensor.
-
-    The setting is process-wide, so the library never makes it on import; the ``sradm`` command line does.
-    Returns False where it does not apply (not glibc) or failed.
-    """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):
-        return False
