@@ -26,11 +26,11 @@ from sradm_diffusers.remote_code import PIPELINE_MODULE, inline_modules
 REPO_ID = "org/sradm-tiny"
 SHIPPED = ["pipeline_sradm.py", "unet/sradm_unet.py", "lr_encoder/sradm_rrdb_encoder.py"]
 
-# Runs in a fresh interpreter in which `import sradm_diffusers` fails: a meta-path finder placed before every other
-# finder (the editable install's included) refuses the package and its submodules.
-HIDDEN_PACKAGE_SCRIPT = textwrap.dedent(
+# Run first in a fresh interpreter, it makes `import sradm_diffusers` fail: a meta-path finder placed before every
+# other finder (the editable install's included) refuses the package and its submodules.
+HIDE_PACKAGE = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import importlib.abc, sys
 
     class HidePackage(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -45,7 +45,12 @@ HIDDEN_PACKAGE_SCRIPT = textwrap.dedent(
         pass
     else:
         raise SystemExit("the package is importable; the test would prove nothing")
+    """
+)
 
+HIDDEN_PACKAGE_SCRIPT = HIDE_PACKAGE + textwrap.dedent(
+    """
+    import json
     import numpy as np
     import torch
     from diffusers import DiffusionPipeline
