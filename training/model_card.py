@@ -81,7 +81,8 @@ Offline (`HF_HUB_OFFLINE=1`), diffusers ${diffusers_version} asks the Hub for th
 repository is loaded with `trust_remote_code=True`; pass the cached folder instead:
 `DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download("${repo_id}"), trust_remote_code=True)`.
 
-Command line (sradm-diffusers installed): `sradm upscale input.png -o sr.png --model ${repo_id} --steps 20 --scheduler dpm-sde`""",
+Command line (sradm-diffusers installed):
+`sradm upscale input.png -o sr.png --model ${repo_id} --steps 20 --scheduler dpm-sde`""",
     "encoder": """This folder holds the RRDB encoder alone: the deterministic regression SR network ("RRDB" baseline)
 and the frozen LR encoder of the SRADM diffusion stage (`train.py --stage diffusion --pretrained_encoder ${repo_id}`).
 

@@ -20,7 +20,8 @@ from .memory import check_sampling_memory
 from .remote_code import installed_model_index, write_remote_code
 from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
 
-# Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
+# Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
+# published checkpoint (a saved model_index.json names the shipped modules instead; remote_code maps them back).
 _LIBRARY = "sradm_diffusers"
 
 
@@ -136,7 +137,9 @@ class SRADMPipeline(DiffusionPipeline):
         uploaded once those files are written (diffusers' keyword arguments: ``repo_id``, ``token``, ``private``...).
         """
         hub = {k: kwargs.pop(k) for k in ("commit_message", "private", "create_pr", "token", "repo_id") if k in kwargs}
-        super().save_pretrained(save_directory, safe_serialization, variant, max_shard_size, push_to_hub=False, **kwargs)
+        super().save_pretrained(
+            save_directory, safe_serialization, variant, max_shard_size, push_to_hub=False, **kwargs
+        )
         write_remote_code(self, save_directory)
         if push_to_hub:
             from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card

@@ -117,9 +117,9 @@ class _Module:
         removed = {id(node) for node, _, _ in self.relative}
         edits = []  # (first line index, last line index + 1, replacement lines)
         for node in self.tree.body:
-            if (isinstance(node, ast.ImportFrom) and node.module == "__future__") or (
-                isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
-            ):
+            is_all = isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
+                                                          for t in node.targets)
+            if is_all or (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
                 edits.append((node.lineno - 1, node.end_lineno, []))
         for parent in ast.walk(self.tree):
             for field in ("body", "orelse", "finalbody", "handlers"):
@@ -133,7 +133,9 @@ class _Module:
                     indent = first[: len(first) - len(first.lstrip())]
                     rest = lines[node.end_lineno - 1].encode()[node.end_col_offset:].decode().strip()
                     if node.col_offset != len(indent) or (rest and not rest.startswith("#")):
-                        raise ValueError(f"{self.name}, line {node.lineno}: put the relative import on lines of its own.")
+                        raise ValueError(
+                            f"{self.name}, line {node.lineno}: put the relative import on lines of its own."
+                        )
                     new = [f"{indent}{a.asname} = {a.name}\n" for a in node.names if a.asname and a.asname != a.name]
                     if not new and all(id(n) in removed for n in body) and node is body[0]:
                         new = [f"{indent}pass\n"]
