@@ -298,3 +298,13 @@ def test_inlining_keeps_aliases_and_fills_emptied_blocks(tmp_path, monkeypatch):
     namespace = {}
     exec(inline_modules([f"{package}.a"]), namespace)  # noqa: S102 - the generated code is the subject
     assert namespace["lazy"](3) == 12
+
+
+def test_names_bound_in_top_level_blocks_count_as_definitions(tmp_path, monkeypatch):
+    package = make_package(tmp_path, {
+        "a.py": "from .b import x\ntry:\n    import json as helper\nexcept ImportError:\n    helper = None\n",
+        "b.py": "x = 1\nif True:\n    helper = 2\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=f"{package}.b and {package}.a both define the top-level name 'helper'"):
+        inline_modules([f"{package}.a"])

@@ -59,6 +59,17 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(parts + ([node.module] if node.module else []))
 
 
+def _module_scope(body: list[ast.stmt]):
+    """The statements that run in a module's namespace: ``body`` and the blocks of its if/try/for/while/with."""
+    for node in body:
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for field in ("body", "orelse", "finalbody"):
+                yield from _module_scope(getattr(node, field, None) or [])
+            for handler in getattr(node, "handlers", None) or []:
+                yield from _module_scope(handler.body)
+
+
 class _Module:
     """One package module: its source, the package modules it imports and the top-level names it binds."""
 
@@ -95,7 +106,7 @@ class _Module:
     def bindings(self) -> dict[str, str]:
         """Top-level name -> source of the statement that binds it (the shipped file's one namespace)."""
         found = {}
-        for node in self.tree.body:
+        for node in _module_scope(self.tree.body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 found[node.name] = ast.get_source_segment(self.text, node)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
