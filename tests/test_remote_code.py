@@ -60,7 +60,14 @@ HIDDEN_PACKAGE_SCRIPT = HIDE_PACKAGE + textwrap.dedent(
     image = np.load(args["image"])
     report = {}
     for key, (source, cache_dir) in args["sources"].items():
-        if key == "hub-listed":  # offline, diffusers 0.42 asks the Hub for the code's commit: load the snapshot folder
+        if key == "hub-listed":
+            # With a file listing, diffusers 0.42 fetches the code by repo id and asks the Hub for its commit
+            # (model_info), which fails offline. Answer as the Hub would; every other call stays offline.
+            import types
+            import diffusers.utils.dynamic_modules_utils as dynamic_modules
+
+            dynamic_modules.model_info = lambda repo_id, **kw: types.SimpleNamespace(sha=args["commit"])
+        if key == "snapshot":  # the offline workaround the cards give: load the cached folder
             from huggingface_hub import snapshot_download
 
             source = snapshot_download(source, cache_dir=cache_dir, local_files_only=True)
@@ -174,7 +181,9 @@ def test_c_trust_remote_code_without_the_package(published, tiny_pipe, lr_image,
     np.save(tmp_path / "image.npy", lr_image)
     (tmp_path / "out").mkdir()
     sources = {key: [str(value) if value else None for value in load_args(folder, cache, key)] for key in SOURCES}
-    args = {"image": str(tmp_path / "image.npy"), "out": str(tmp_path / "out"), "sources": sources}
+    sources["snapshot"] = sources["hub-listed"]
+    commit = (cache.parent / "hub-listed" / f"models--{REPO_ID.replace('/', '--')}" / "refs" / "main").read_text()
+    args = {"image": str(tmp_path / "image.npy"), "out": str(tmp_path / "out"), "sources": sources, "commit": commit}
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", HIDDEN_PACKAGE_SCRIPT, json.dumps(args)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -182,12 +191,15 @@ def test_c_trust_remote_code_without_the_package(published, tiny_pipe, lr_image,
     report = json.loads(result.stdout.split("REPORT", 1)[1])
     assert report["package_modules"] == []
     expected = sample(tiny_pipe, lr_image)
-    for key in SOURCES:
+    for key in [*SOURCES, "snapshot"]:
         assert report[key]["pipeline"].startswith("diffusers_modules.")
         assert report[key]["pipeline"].endswith(f"{PIPELINE_MODULE}.SRADMPipeline")
         assert report[key]["unet"].endswith("sradm_unet.SRADMUNet")
         assert report[key]["lr_encoder"].endswith("sradm_rrdb_encoder.RRDBEncoder")
         torch.testing.assert_close(torch.load(tmp_path / "out" / f"{key}.pt"), expected, atol=CROSS_PATH_ATOL, rtol=0)
+    # "hub-listed" went through diffusers' Hub code path: the module it fetched by repo id and commit is cached
+    by_commit = tmp_path / "modules" / "diffusers_modules" / "local" / REPO_ID.replace("/", "--") / commit
+    assert (by_commit / f"{PIPELINE_MODULE}.py").read_text() == (folder / f"{PIPELINE_MODULE}.py").read_text()
     assert "Expected types" not in result.stderr  # the components' classes are what the pipeline declares
     resaved = tmp_path / "out" / "resaved"
     for relative in SHIPPED:
