@@ -303,13 +303,15 @@ def test_what_cannot_be_inlined_is_refused(tmp_path, monkeypatch, files, message
 def test_inlining_keeps_aliases_and_fills_emptied_blocks(tmp_path, monkeypatch):
     package = make_package(tmp_path, {
         "b.py": "def double(x):\n    return 2 * x\n",
-        "a.py": "from .b import double as twice\n\n"
-                "def lazy(x):\n    if x:\n        from .b import double\n    return double(x) + twice(x)\n",
+        "c.py": "from .b import double as times_two\n",  # a re-export under another name
+        "a.py": "from .b import double as twice\nfrom .c import times_two\n\n"
+                "def lazy(x):\n    if x:\n        from .b import double\n"
+                "    return double(x) + twice(x) + times_two(x)\n",
     })
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace = {}
     exec(inline_modules([f"{package}.a"]), namespace)  # noqa: S102 - the generated code is the subject
-    assert namespace["lazy"](3) == 12
+    assert namespace["lazy"](3) == 18
 
 
 def test_names_bound_in_top_level_blocks_count_as_definitions(tmp_path, monkeypatch):

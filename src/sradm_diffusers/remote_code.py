@@ -119,6 +119,10 @@ class _Module:
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module != "__future__":
                 for a in node.names:
                     found[a.asname or a.name] = f"from {node.module} import {a.name}"
+            elif isinstance(node, ast.ImportFrom):  # relative: only an alias binds a new name (``b = a`` when inlined)
+                for a in node.names:
+                    if a.asname and a.asname != a.name:
+                        found[a.asname] = f"{a.asname} = {a.name}"
         found.pop("__all__", None)
         return found
 
