@@ -128,5 +128,8 @@ def trim_heap_after_each_call(module: torch.nn.Module) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    module.register_forward_hook(lambda *_: libc.malloc_trim(0))
+    def trim(module, inputs, output) -> None:  # returns None: a forward hook's return value replaces the output
+        libc.malloc_trim(0)
+
+    module.register_forward_hook(trim)
     return True
