@@ -159,10 +159,10 @@ class SRADMPipeline(DiffusionPipeline):
             extra["generator"] = generator
         return extra
 
-    def encode_condition(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR (B, 3, h, w) in [-1, 1], already padded -> HR-size conditioning (B, C, s*h, s*w). Once per image."""
-        features = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype))
-        return self.unet.condition(features.to(dtype=self.unet.dtype))
+    def encode_features(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR (B, 3, h, w) in [-1, 1], already padded -> encoder features (B, cond_channels, h, w). Once per image;
+        the U-Net conditions them inside its forward (so CPU-offload hooks cover every module)."""
+        return self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype)).to(dtype=self.unet.dtype)
 
     def unet_input_size(self, height: int, width: int) -> tuple[int, int]:
         """Largest HR (height, width) the U-Net sees at once for an LR input of height x width: the whole output,
@@ -172,9 +172,10 @@ class SRADMPipeline(DiffusionPipeline):
         return min(height * scale, limit), min(width * scale, limit)
 
     def noise_predictor(self, lr: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1].
+        """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1]; x_t may hold K
+        samples per image (batch B*K), which share the image's features and conditioning.
 
-        Untiled (or when the image fits in one tile): the U-Net on the whole image with ``encode_condition(lr)``.
+        Untiled (or when the image fits in one tile): the U-Net on the whole image with ``encode_features(lr)``.
         Tiled: :class:`~sradm_diffusers.tiling.TiledNoisePredictor` over the tiles of ``enable_tiling``.
         """
         scale = self.config.upscale_factor
@@ -184,8 +185,8 @@ class SRADMPipeline(DiffusionPipeline):
             align = unet_alignment(self.unet, scale)
             tiles = plan_tiles(lr.shape[-2] * scale, lr.shape[-1] * scale, tile_size * scale, tile_overlap * scale, align)
         if tiles is None or len(tiles) == 1:
-            cond = self.encode_condition(lr)
-            return lambda sample, t: self.unet(sample, t, cond).sample
+            features = self.encode_features(lr)
+            return lambda sample, t: self.unet(sample, t, lr_features=features).sample
         features = encode_features_tiled(self.lr_encoder, lr, tile_size).to(dtype=self.unet.dtype)
         return TiledNoisePredictor(self.unet, features, tiles, scale, ramp=tile_overlap * scale)
 
@@ -234,13 +235,13 @@ class SRADMPipeline(DiffusionPipeline):
         scale = self.config.upscale_factor
 
         lr = preprocess(image).to(device)
-        lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
-        batch, _, height, width = lr.shape
+        batch, (height, width) = lr.shape[0] * num_images_per_prompt, lr.shape[-2:]
         check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
-        up = imresize(lr, scale).clamp(-1.0, 1.0)
-
         pad_h, pad_w = self._lr_padding(height, width)
+        # Encoder and conditioning once per input image; its K samples share them.
         predict_noise = self.noise_predictor(_pad_bottom_right(lr, pad_h, pad_w))
+        lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
+        up = imresize(lr, scale).clamp(-1.0, 1.0)
 
         consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
@@ -272,6 +273,7 @@ class SRADMPipeline(DiffusionPipeline):
         check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
                      "in the files) or half precision overflowed: check or re-save the model, or use float32.")
         sr = (up + residual).clamp(-1.0, 1.0)
+        self.unet.reset_condition_cache()
         self.maybe_free_model_hooks()
 
         images = postprocess(sr, output_type)
