@@ -10,6 +10,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import resolve_pipeline_folder
@@ -22,6 +24,23 @@ from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_t
 
 # Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
 _LIBRARY = "sradm_diffusers"
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DPMSolverMultistepScheduler
+        >>> from PIL import Image
+        >>> from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline
+
+        >>> pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)  # a local folder or a Hub id
+        >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # few steps
+        >>> image = Image.open(SAMPLE_IMAGE).convert("RGB")  # 128 x 128
+        >>> sr = pipe(image, num_inference_steps=10, generator=torch.Generator().manual_seed(0)).images[0]
+        >>> sr.size == (4 * image.width, 4 * image.height)
+        True
+        ```
+"""
 
 
 def _pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -82,6 +101,18 @@ class SRADMPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, lr_encoder=lr_encoder, scheduler=scheduler)
         self.register_to_config(upscale_factor=upscale_factor, residual_scale=residual_scale)
         self.tiling: tuple[int, int] | None = None
+        self._interrupt = False
+        self._num_timesteps = 0
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (e.g. in ``callback_on_step_end``) to skip the remaining steps."""
+        return self._interrupt
+
+    @property
+    def num_timesteps(self) -> int:
+        """Number of denoising steps of the current (or last) call."""
+        return self._num_timesteps
 
     def enable_tiling(self, tile_size: int = 128, tile_overlap: int = 16) -> None:
         """Sample images larger than ``tile_size`` x ``tile_size`` LR pixels in overlapping tiles, in bounded memory.
@@ -196,6 +227,7 @@ class SRADMPipeline(DiffusionPipeline):
         return (-height) % multiple, (-width) % multiple
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image: ImageInput | list[ImageInput],
@@ -206,7 +238,10 @@ class SRADMPipeline(DiffusionPipeline):
         eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict]
+        | PipelineCallback
+        | MultiPipelineCallbacks
+        | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         lr_consistency: bool = False,
     ) -> ImagePipelineOutput | tuple:
@@ -222,20 +257,30 @@ class SRADMPipeline(DiffusionPipeline):
             num_images_per_prompt: K different SR samples per input; outputs are grouped by input.
             eta: DDIM's eta, passed only to schedulers that accept it.
             output_type: "pil", "np" (B, H, W, 3) in [0, 1], or "pt" (B, 3, H, W) in [0, 1].
-            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step; a returned
-                "latents" replaces the current x_t.
+            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step, or a diffusers
+                ``PipelineCallback`` / ``MultiPipelineCallbacks`` (whose ``tensor_inputs`` then decide what it
+                gets); a returned "latents" replaces the current x_t. Setting ``pipe._interrupt`` stops sampling.
             lr_consistency: back-project the predicted x_0 at every step (and the result) so that
                 ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.lr_consistency`).
+
+        Examples:
 
         Returns:
             ``ImagePipelineOutput`` with ``images`` of size (s*h, s*w), or a tuple if ``return_dict`` is False.
         """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(num_inference_steps, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
         device = self._execution_device
         scale = self.config.upscale_factor
 
         lr = preprocess(image).to(device)
         batch, (height, width) = lr.shape[0] * num_images_per_prompt, lr.shape[-2:]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(
+                f"Got {len(generator)} generators for {lr.shape[0]} image(s) x num_images_per_prompt="
+                f"{num_images_per_prompt} = {batch} outputs; pass one generator, or a list of exactly {batch}."
+            )
         check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
         pad_h, pad_w = self._lr_padding(height, width)
         # Encoder and conditioning once per input image; its K samples share them.
@@ -256,7 +301,11 @@ class SRADMPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = latents * self.scheduler.init_noise_sigma
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        self._num_timesteps = len(self.scheduler.timesteps)
+        self._interrupt = False
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if self.interrupt:
+                continue
             model_input = self.scheduler.scale_model_input(latents, t)
             noise_pred = predict_noise(model_input, t)
             if consistency is not None:
