@@ -103,10 +103,10 @@ def _record_calls(pipe, order):
     for component in ("lr_encoder", "unet"):
         for name, module in getattr(pipe, component).named_modules():
             if any(True for _ in module.parameters(recurse=False)):
-                tensors = lambda args, kwargs: [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]  # noqa: E731
 
                 def hook(module, args, kwargs, key=(component, name)):
-                    order.append(("call", (*key, tensors(args, kwargs)[0].device)))
+                    first = next(a for a in (*args, *kwargs.values()) if torch.is_tensor(a))
+                    order.append(("call", (*key, first.device)))
 
                 module.register_forward_pre_hook(hook, with_kwargs=True)
 

@@ -10,9 +10,9 @@ Conditioning does not depend on the tiling:
 - The RRDB encoder runs once per image, in LR tiles, each with a halo equal to its receptive-field radius
   (:func:`encoder_halo`), so every feature equals the one computed on the whole image (up to kernel rounding).
   Features are kept at LR size: (B, cond_channels, h, w), e.g. 64 x 339 x 510 floats = 44 MB for the demo model.
-- ``unet.condition`` (a transposed conv that brings features to HR size) is recomputed, inside the U-Net's forward,
-  for each tile at each step from the tile's features plus a one-LR-pixel halo, instead of holding the HR-size conditioning of the whole
-  image (base_channels x H x W floats: 354 MB for the demo model at 2040 x 1356).
+- ``unet.condition`` (a transposed conv that brings features to HR size) is recomputed, inside the U-Net's
+  forward, for each tile at each step from the tile's features plus a one-LR-pixel halo, instead of holding the
+  HR-size conditioning of the whole image (base_channels x H x W floats: 354 MB for the demo model at 2040 x 1356).
 
 Tiles start on the U-Net's alignment grid (:func:`unet_alignment`): a multiple of every window-attention grid
 (``attention_window * 2**level`` HR pixels) and of the U-Net's size multiple, so each attention window of a tile
