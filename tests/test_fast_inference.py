@@ -31,10 +31,10 @@ def reference_unet():
     return SRADMUNet.from_pretrained(f"{DEMO_MODEL}/unet")
 
 
-def reference_call(unet, *args):
+def reference_call(unet, *args, **kwargs):
     """The U-Net's reference path: autograd on selects the original out-of-place, caller's-layout code."""
     with torch.enable_grad():
-        return unet(*args).sample.detach()
+        return unet(*args, **kwargs).sample.detach()
 
 
 def demo_inputs(unet, height: int, width: int, seed: int = 0):
@@ -106,8 +106,10 @@ def test_pipeline_fast_path_matches_reference(demo_pipe, reference_unet, monkeyp
     torch.testing.assert_close(fast, reference, rtol=0, atol=CROSS_PATH_ATOL)
 
 
-def _reference_forward(unet, sample, timestep, cond, return_dict=True):
-    eps = reference_call(unet, sample.contiguous(), timestep, cond.contiguous())
+def _reference_forward(unet, sample, timestep, cond=None, return_dict=True, **conditioning):
+    # The pipeline passes lr_features (conditioned inside forward); the reference conditions them with grad on.
+    cond = None if cond is None else cond.contiguous()
+    eps = reference_call(unet, sample.contiguous(), timestep, cond, **conditioning)
     return SRADMUNetOutput(sample=eps) if return_dict else (eps,)
 
 

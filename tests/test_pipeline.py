@@ -119,7 +119,7 @@ def make_oracle(pipe, residual):
     alphas_cumprod = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.double()
     sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
 
-    def oracle(sample, timestep, cond, return_dict=True):
+    def oracle(sample, timestep, cond=None, return_dict=True, **conditioning):  # cond or lr_features: ignored
         t = float(timestep)
         sigma = float(np.interp(t, np.arange(len(sigmas)), sigmas.numpy()))
         abar = 1.0 / (1.0 + sigma**2)

@@ -36,6 +36,7 @@ infinity: an infinite PSNR (identical images) is written as null, like an unavai
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -49,6 +50,7 @@ import torch
 
 from . import upscale as _upscale
 from .atomic import replacing
+from .distributed import ProcessShare
 from .upscale import (
     ImageError,
     UsageError,
@@ -159,11 +161,14 @@ def _lr_file(lr_dir: str, hr_name: str, scale: int) -> str:
 
 
 def iter_folder(
-    hr_dir: str, scale: int, lr_dir: str | None = None, limit: int | None = None, crop: int | None = None
+    hr_dir: str, scale: int, lr_dir: str | None = None, limit: int | None = None, crop: int | None = None,
+    indices: range | None = None,
 ) -> Iterator[EvalImage]:
     """Items of an HR folder (image files sorted by name), LR from ``lr_dir`` or made with :func:`make_lr`
-    (optionally from the central ``crop`` x ``crop`` window of each HR image)."""
-    for path in folder_images(hr_dir)[:limit]:
+    (optionally from the central ``crop`` x ``crop`` window of each HR image); only those at ``indices`` if given."""
+    for index, path in enumerate(folder_images(hr_dir)[:limit]):
+        if indices is not None and index not in indices:
+            continue
         name = os.path.basename(path)
         if lr_dir is None:
             yield _pair(name, path, scale, crop=crop)
@@ -242,9 +247,11 @@ def _dataset_source(value):
 
 
 def iter_dataset(
-    data, split: str, image_column: str, scale: int, limit: int | None = None, crop: int | None = None
+    data, split: str, image_column: str, scale: int, limit: int | None = None, crop: int | None = None,
+    indices: range | None = None,
 ) -> Iterator[EvalImage]:
-    """Items of a loaded data set (see :func:`load_eval_dataset`), named by file name or ``<split>[<index>]``."""
+    """Items of a loaded data set (see :func:`load_eval_dataset`), named by file name or ``<split>[<index>]``;
+    only those at ``indices`` if given (names still count every row, so they match an unsplit run)."""
     seen: set[str] = set()
     for index, row in enumerate(data):
         if limit is not None and index >= limit:
@@ -253,13 +260,15 @@ def iter_dataset(
         try:
             source, name = _dataset_source(row[image_column])
         except ImageError as error:
-            yield EvalImage(fallback, error=str(error))
+            if indices is None or index in indices:
+                yield EvalImage(fallback, error=str(error))
             continue
         name = name or fallback
         if name in seen:
             name = f"{name} ({fallback})"
         seen.add(name)
-        yield _pair(name, source, scale, crop=crop)
+        if indices is None or index in indices:
+            yield _pair(name, source, scale, crop=crop)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -467,6 +476,20 @@ def evaluate_items(items, evaluator: Evaluator, progress: bool = True) -> tuple[
     return per_image, failed
 
 
+def _row_count(data, limit: int | None) -> int:
+    """Rows :func:`iter_dataset` visits: ``len(data)`` capped at ``limit``; a streaming data set is counted."""
+    try:
+        total = len(data)
+    except TypeError:
+        total = sum(1 for _ in itertools.islice(data, limit))
+    return total if limit is None else min(limit, total)
+
+
+def _merge(parts: list[dict]) -> dict:
+    """One dict from the processes' dicts, in process order."""
+    return {key: value for part in parts for key, value in part.items()}
+
+
 def run_evaluate(
     model: str | None = None,
     hr_dir: str | None = None,
@@ -508,7 +531,8 @@ def run_evaluate(
     needs_model = any(m != "bicubic" for m in methods)
     model = model if model is not None else _upscale.DEFAULT_MODEL
 
-    torch_device = resolve_device(device)
+    share = ProcessShare()  # under `accelerate launch`, this process's part of the images
+    torch_device = share.device(device, resolve_device)
     pipe, num_steps, scheduler_name = None, None, None
     if needs_model:
         pipe = load_pipeline(model, torch_device)
@@ -526,11 +550,13 @@ def run_evaluate(
     if hr_dir is not None:
         if not folder_images(hr_dir):
             raise UsageError(f"--hr-dir {hr_dir!r} has no image files.")
-        items = iter_folder(hr_dir, scale, lr_dir=lr_dir, limit=limit, crop=center_crop)
+        mine = share.indices(len(folder_images(hr_dir)[:limit])) if share.num_processes > 1 else None
+        items = iter_folder(hr_dir, scale, lr_dir=lr_dir, limit=limit, crop=center_crop, indices=mine)
         source = {"hr_dir": hr_dir, "lr_dir": lr_dir}
     else:
         data, split = load_eval_dataset(dataset, split, image_column, cache_dir=cache_dir)
-        items = iter_dataset(data, split, image_column, scale, limit=limit, crop=center_crop)
+        mine = share.indices(_row_count(data, limit)) if share.num_processes > 1 else None
+        items = iter_dataset(data, split, image_column, scale, limit=limit, crop=center_crop, indices=mine)
         source = {"dataset": dataset, "split": split, "image_column": image_column}
 
     lpips_model = _load_lpips_quietly(torch_device)
@@ -538,7 +564,9 @@ def run_evaluate(
         scale=scale, methods=methods, pipe=pipe, steps=num_steps or 0, samples=samples, seed=seed,
         lpips_model=lpips_model, lr_consistency=lr_consistency,
     )
-    per_image, failed = evaluate_items(items, evaluator)
+    per_image, failed = evaluate_items(items, evaluator, progress=share.is_main)
+    # Contiguous shares gathered in process order: the same per-image order (and means) as one process.
+    per_image, failed = _merge(share.gather(per_image)), _merge(share.gather(failed))
     config = {
         "model": model if needs_model else None,
         "steps": num_steps,
@@ -552,6 +580,8 @@ def run_evaluate(
         **source,
     }
     result = summarize(per_image, failed, methods, scale, config)
+    if not share.is_main:
+        return 1 if failed else 0
     print(format_table(result))
     if json_path is not None:
         try:

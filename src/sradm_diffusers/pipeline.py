@@ -10,6 +10,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import resolve_pipeline_folder
@@ -23,6 +25,23 @@ from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_t
 # Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
 # published checkpoint (a saved model_index.json names the shipped modules instead; remote_code maps them back).
 _LIBRARY = "sradm_diffusers"
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DPMSolverMultistepScheduler
+        >>> from PIL import Image
+        >>> from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline
+
+        >>> pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)  # a local folder or a Hub id
+        >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # few steps
+        >>> image = Image.open(SAMPLE_IMAGE).convert("RGB")  # 128 x 128
+        >>> sr = pipe(image, num_inference_steps=10, generator=torch.Generator().manual_seed(0)).images[0]
+        >>> sr.size == (4 * image.width, 4 * image.height)
+        True
+        ```
+"""
 
 
 def _pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -85,6 +104,18 @@ class SRADMPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, lr_encoder=lr_encoder, scheduler=scheduler)
         self.register_to_config(upscale_factor=upscale_factor, residual_scale=residual_scale)
         self.tiling: tuple[int, int] | None = None
+        self._interrupt = False
+        self._num_timesteps = 0
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (e.g. in ``callback_on_step_end``) to skip the remaining steps."""
+        return self._interrupt
+
+    @property
+    def num_timesteps(self) -> int:
+        """Number of denoising steps of the current (or last) call."""
+        return self._num_timesteps
 
     def enable_tiling(self, tile_size: int = 128, tile_overlap: int = 16) -> None:
         """Sample images larger than ``tile_size`` x ``tile_size`` LR pixels in overlapping tiles, in bounded memory.
@@ -202,10 +233,10 @@ class SRADMPipeline(DiffusionPipeline):
             extra["generator"] = generator
         return extra
 
-    def encode_condition(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR (B, 3, h, w) in [-1, 1], already padded -> HR-size conditioning (B, C, s*h, s*w). Once per image."""
-        features = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype))
-        return self.unet.condition(features.to(dtype=self.unet.dtype))
+    def encode_features(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR (B, 3, h, w) in [-1, 1], already padded -> encoder features (B, cond_channels, h, w). Once per image;
+        the U-Net conditions them inside its forward (so CPU-offload hooks cover every module)."""
+        return self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype)).to(dtype=self.unet.dtype)
 
     def unet_input_size(self, height: int, width: int) -> tuple[int, int]:
         """Largest HR (height, width) the U-Net sees at once for an LR input of height x width: the whole output,
@@ -215,9 +246,10 @@ class SRADMPipeline(DiffusionPipeline):
         return min(height * scale, limit), min(width * scale, limit)
 
     def noise_predictor(self, lr: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1].
+        """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1]; x_t may hold K
+        samples per image (batch B*K), which share the image's features and conditioning.
 
-        Untiled (or when the image fits in one tile): the U-Net on the whole image with ``encode_condition(lr)``.
+        Untiled (or when the image fits in one tile): the U-Net on the whole image with ``encode_features(lr)``.
         Tiled: :class:`~sradm_diffusers.tiling.TiledNoisePredictor` over the tiles of ``enable_tiling``.
         """
         scale = self.config.upscale_factor
@@ -227,8 +259,8 @@ class SRADMPipeline(DiffusionPipeline):
             align = unet_alignment(self.unet, scale)
             tiles = plan_tiles(lr.shape[-2] * scale, lr.shape[-1] * scale, tile_size * scale, tile_overlap * scale, align)
         if tiles is None or len(tiles) == 1:
-            cond = self.encode_condition(lr)
-            return lambda sample, t: self.unet(sample, t, cond).sample
+            features = self.encode_features(lr)
+            return lambda sample, t: self.unet(sample, t, lr_features=features).sample
         features = encode_features_tiled(self.lr_encoder, lr, tile_size).to(dtype=self.unet.dtype)
         return TiledNoisePredictor(self.unet, features, tiles, scale, ramp=tile_overlap * scale)
 
@@ -238,6 +270,7 @@ class SRADMPipeline(DiffusionPipeline):
         return (-height) % multiple, (-width) % multiple
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image: ImageInput | list[ImageInput],
@@ -248,7 +281,10 @@ class SRADMPipeline(DiffusionPipeline):
         eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict]
+        | PipelineCallback
+        | MultiPipelineCallbacks
+        | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         lr_consistency: bool = False,
     ) -> ImagePipelineOutput | tuple:
@@ -264,26 +300,36 @@ class SRADMPipeline(DiffusionPipeline):
             num_images_per_prompt: K different SR samples per input; outputs are grouped by input.
             eta: DDIM's eta, passed only to schedulers that accept it.
             output_type: "pil", "np" (B, H, W, 3) in [0, 1], or "pt" (B, 3, H, W) in [0, 1].
-            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step; a returned
-                "latents" replaces the current x_t.
+            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step, or a diffusers
+                ``PipelineCallback`` / ``MultiPipelineCallbacks`` (whose ``tensor_inputs`` then decide what it
+                gets); a returned "latents" replaces the current x_t. Setting ``pipe._interrupt`` stops sampling.
             lr_consistency: back-project the predicted x_0 at every step (and the result) so that
                 ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.lr_consistency`).
+
+        Examples:
 
         Returns:
             ``ImagePipelineOutput`` with ``images`` of size (s*h, s*w), or a tuple if ``return_dict`` is False.
         """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(num_inference_steps, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
         device = self._execution_device
         scale = self.config.upscale_factor
 
         lr = preprocess(image).to(device)
-        lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
-        batch, _, height, width = lr.shape
+        batch, (height, width) = lr.shape[0] * num_images_per_prompt, lr.shape[-2:]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(
+                f"Got {len(generator)} generators for {lr.shape[0]} image(s) x num_images_per_prompt="
+                f"{num_images_per_prompt} = {batch} outputs; pass one generator, or a list of exactly {batch}."
+            )
         check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
-        up = imresize(lr, scale).clamp(-1.0, 1.0)
-
         pad_h, pad_w = self._lr_padding(height, width)
+        # Encoder and conditioning once per input image; its K samples share them.
         predict_noise = self.noise_predictor(_pad_bottom_right(lr, pad_h, pad_w))
+        lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
+        up = imresize(lr, scale).clamp(-1.0, 1.0)
 
         consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
@@ -298,7 +344,11 @@ class SRADMPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = latents * self.scheduler.init_noise_sigma
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        self._num_timesteps = len(self.scheduler.timesteps)
+        self._interrupt = False
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if self.interrupt:
+                continue
             model_input = self.scheduler.scale_model_input(latents, t)
             noise_pred = predict_noise(model_input, t)
             if consistency is not None:
@@ -315,6 +365,7 @@ class SRADMPipeline(DiffusionPipeline):
         check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
                      "in the files) or half precision overflowed: check or re-save the model, or use float32.")
         sr = (up + residual).clamp(-1.0, 1.0)
+        self.unet.reset_condition_cache()
         self.maybe_free_model_hooks()
 
         images = postprocess(sr, output_type)

@@ -10,9 +10,9 @@ Conditioning does not depend on the tiling:
 - The RRDB encoder runs once per image, in LR tiles, each with a halo equal to its receptive-field radius
   (:func:`encoder_halo`), so every feature equals the one computed on the whole image (up to kernel rounding).
   Features are kept at LR size: (B, cond_channels, h, w), e.g. 64 x 339 x 510 floats = 44 MB for the demo model.
-- ``unet.condition`` (a transposed conv that brings features to HR size) is recomputed for each tile at each step
-  from the tile's features plus a one-LR-pixel halo, instead of holding the HR-size conditioning of the whole
-  image (base_channels x H x W floats: 354 MB for the demo model at 2040 x 1356).
+- ``unet.condition`` (a transposed conv that brings features to HR size) is recomputed, inside the U-Net's
+  forward, for each tile at each step from the tile's features plus a one-LR-pixel halo, instead of holding the
+  HR-size conditioning of the whole image (base_channels x H x W floats: 354 MB for the demo model at 2040 x 1356).
 
 Tiles start on the U-Net's alignment grid (:func:`unet_alignment`): a multiple of every window-attention grid
 (``attention_window * 2**level`` HR pixels) and of the U-Net's size multiple, so each attention window of a tile
@@ -169,8 +169,9 @@ class TiledNoisePredictor:
 
     Args:
         unet: the noise predictor.
-        features: LR features (B, cond_channels, h, w) of the padded LR image (from :func:`encode_features_tiled`).
-        tiles: HR tiles covering the padded canvas (B, 3, s*h, s*w) (from :func:`plan_tiles`).
+        features: LR features (B, cond_channels, h, w) of the padded LR image (from :func:`encode_features_tiled`),
+            once per image: the sample may hold K samples per image (batch B*K).
+        tiles: HR tiles covering the padded canvas (B*K, 3, s*h, s*w) (from :func:`plan_tiles`).
         upscale_factor: s; tile bounds must be multiples of it.
         ramp: width in HR pixels of the weight ramps on shared tile sides (the requested overlap).
     """
@@ -189,21 +190,28 @@ class TiledNoisePredictor:
             for t, weight in zip(tiles, weights)
         ]
 
-    def condition(self, tile: Tile) -> torch.Tensor:
-        """HR conditioning (B, base_channels, tile h, tile w) of ``tile``, equal to that tile of the whole image's."""
+    def features_for(self, tile: Tile) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The LR features ``tile`` needs (its own plus a ``condition_halo`` margin) and the HR offset (dy, dx) of
+        the tile inside ``unet.condition`` of them: the U-Net's ``lr_features`` / ``features_origin``."""
         s, halo = self.scale, self.halo
         top, left = tile.top // s, tile.left // s
         y0, x0 = max(top - halo, 0), max(left - halo, 0)
         y1 = min(tile.bottom // s + halo, self.features.shape[-2])
         x1 = min(tile.right // s + halo, self.features.shape[-1])
-        cond = self.unet.condition(self.features[:, :, y0:y1, x0:x1])
-        dy, dx = (top - y0) * s, (left - x0) * s
+        return self.features[:, :, y0:y1, x0:x1], ((top - y0) * s, (left - x0) * s)
+
+    def condition(self, tile: Tile) -> torch.Tensor:
+        """HR conditioning (B, base_channels, tile h, tile w) of ``tile``, equal to that tile of the whole image's."""
+        patch, (dy, dx) = self.features_for(tile)
+        cond = self.unet.condition(patch)
         return cond[:, :, dy : dy + tile.bottom - tile.top, dx : dx + tile.right - tile.left]
 
     def __call__(self, sample: torch.Tensor, timestep) -> torch.Tensor:
-        """Blended noise prediction (B, 3, H, W) for ``sample`` (B, 3, H, W) at ``timestep``."""
+        """Blended noise prediction (B*K, 3, H, W) for ``sample`` (B*K, 3, H, W) at ``timestep``: K samples per
+        image of ``features``. The U-Net conditions each tile inside its own forward (offload hooks cover it)."""
         eps = torch.zeros_like(sample)
         for tile, share in zip(self.tiles, self.shares):
             region = (slice(None), slice(None), slice(tile.top, tile.bottom), slice(tile.left, tile.right))
-            eps[region] += share * self.unet(sample[region], timestep, self.condition(tile)).sample
+            patch, origin = self.features_for(tile)
+            eps[region] += share * self.unet(sample[region], timestep, lr_features=patch, features_origin=origin).sample
         return eps

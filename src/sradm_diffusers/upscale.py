@@ -24,7 +24,10 @@ What it does, and the choices it makes:
   :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image.
 - **Seeds**: with ``--seed S``, sample ``k`` of *every* input uses a fresh CPU ``torch.Generator`` seeded ``S + k``
   (initial noise and, for ancestral samplers, the per-step noise). An image's result therefore does not depend on
-  which other images are in the run, nor on the device. Without ``--seed`` the noise is random.
+  which other images are in the run, nor on the device, nor on the process split. Without ``--seed`` the noise is
+  random.
+- **Several processes**: under ``accelerate launch --num_processes N`` each process upscales a contiguous share of
+  the images (:mod:`sradm_diffusers.distributed`); the files written are those of a one-process run.
 - **Steps**: ``--steps`` defaults to the scheduler's ``num_train_timesteps`` (100, the reference's full ancestral
   sampling) for ``ddpm`` and to :data:`FAST_SAMPLER_STEPS` for the other schedulers.
 - **Errors**: a bad input file (missing, empty, not an image, undecodable) or a failed write is reported as one
@@ -50,6 +53,7 @@ import numpy as np
 import torch
 
 from .atomic import check_writable_folder, replacing
+from .distributed import ProcessShare
 from .memory import trim_heap_after_each_call
 from .resources import DEMO_MODEL
 
@@ -526,15 +530,16 @@ def run_upscale(
             raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
     if uncertainty and samples < 2:
         raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
+    share = ProcessShare()  # under `accelerate launch`, this process's part of the images
     plan = plan_outputs(output, inputs, samples)
     files, problems, expanded = collect_inputs(inputs)
-    for arg, reason in problems:
+    for arg, reason in problems if share.is_main else []:
         _report(arg, reason)
     if not files:
         return 1
     prepare_output_folders(plan, files)
 
-    torch_device = resolve_device(device)
+    torch_device = share.device(device, resolve_device)
     if dtype == "fp16" and torch_device.type == "cpu":
         raise UsageError(
             "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
@@ -556,8 +561,9 @@ def run_upscale(
 
     input_keys = {os.path.realpath(p) for p in files}
     written_keys: dict[str, str] = {}
-    failed = len(problems)
-    progress = tqdm(files, desc="upscale", unit="image", disable=None)
+    failed, written = (len(problems) if share.is_main else 0), 0
+    mine = share.indices(len(files))
+    progress = tqdm(files, desc="upscale", unit="image", disable=None if share.is_main else True)
     for number, path in enumerate(progress, 1):
         try:
             targets = plan.paths(path, scale, samples)
@@ -569,6 +575,9 @@ def run_upscale(
                     raise ImageError(f"output {target} would overwrite an input file; choose another -o")
                 if key in written_keys:
                     raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
+            if number - 1 not in mine:  # another process writes these; keep the same collision checks
+                written_keys.update((os.path.realpath(target), path) for target in targets)
+                continue
             image = load_image(path)
             tiling = choose_tiling(image.width, image.height, tile, tile_overlap)
             if tiling is not None and tile is None:
@@ -612,6 +621,7 @@ def run_upscale(
                     except (OSError, ValueError) as error:
                         raise ImageError(f"cannot write {target}: {one_line(error)}") from error
                     written_keys[os.path.realpath(target)] = path
+                    written += 1
                     tqdm.write(target, file=sys.stdout)
                 sample_images += result.images if uncertainty else []
             if uncertainty:  # mean and std of the K written (8-bit) samples
@@ -622,15 +632,18 @@ def run_upscale(
                     except (OSError, ValueError) as error:
                         raise ImageError(f"cannot write {target}: {one_line(error)}") from error
                     written_keys[os.path.realpath(target)] = path
+                    written += 1
                     tqdm.write(target, file=sys.stdout)
         except ImageError as error:
-            failed += 1
-            _report(path, str(error))
+            if number - 1 in mine:  # a collision is found by every process; its owner reports it
+                failed += 1
+                _report(path, str(error))
     progress.close()
-    if failed:
+    counts = share.gather((failed, written))
+    failed, written = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if failed and share.is_main:
         print(
-            f"sradm upscale: {failed} of {len(files) + len(problems)} input(s) failed; "
-            f"{len(written_keys)} file(s) written.",
+            f"sradm upscale: {failed} of {len(files) + len(problems)} input(s) failed; {written} file(s) written.",
             file=sys.stderr,
         )
     return 1 if failed else 0

@@ -122,7 +122,9 @@ class SRADMUNet(ModelMixin, ConfigMixin):
         attention_head_dim: channels per attention head.
 
     Shapes: ``forward(sample (B,3,H,W), timestep (B,) or scalar, cond (B,base_channels,H,W))`` with H, W multiples
-    of ``2 ** (len(channel_mults) - 1)`` (the pipeline pads to that and crops back).
+    of ``2 ** (len(channel_mults) - 1)`` (the pipeline pads to that and crops back). Instead of ``cond``, ``forward``
+    also takes the encoder's ``lr_features`` and conditions them itself (see ``forward``), so that everything the
+    U-Net computes runs inside its own ``forward``, the call diffusers' CPU-offload hooks wrap.
     """
 
     _supports_gradient_checkpointing = True
@@ -186,6 +188,8 @@ class SRADMUNet(ModelMixin, ConfigMixin):
             prev = out
 
         self.conv_out = nn.Sequential(ConvMish(base_channels, base_channels), nn.Conv2d(base_channels, out_channels, 1))
+        # (lr_features, its version, origin, sample shape, cond): the last conditioning made inside forward().
+        self._condition_cache: tuple | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -200,6 +204,35 @@ class SRADMUNet(ModelMixin, ConfigMixin):
         # Made once per image in the layout forward() runs in, so that no step has to convert it.
         return to_channels_last(self.cond_proj(features))
 
+    def reset_condition_cache(self) -> None:
+        """Drop the conditioning ``forward(..., lr_features=...)`` keeps between steps (call after sampling)."""
+        self._condition_cache = None
+
+    def _condition_in_forward(self, sample: torch.Tensor, features: torch.Tensor, origin: tuple[int, int]):
+        """``condition(features)`` cropped to ``sample``'s (H, W) from HR pixel ``origin`` and repeated to its batch.
+
+        During inference the result is kept until ``forward`` sees other features (or they change in place), so
+        the sampling loop conditions once per image even though every step passes the features.
+        """
+        key = (features._version, tuple(origin), tuple(sample.shape))
+        cached = self._condition_cache
+        if cached is not None and cached[0] is features and cached[1:4] == key:
+            return cached[4]
+        batch, images = sample.shape[0], features.shape[0]
+        if batch % images:
+            raise ValueError(
+                f"lr_features hold {images} images but sample has batch {batch}; the batch must be a multiple of "
+                "the images (num_images_per_prompt samples per image)."
+            )
+        (dy, dx), (height, width) = origin, sample.shape[-2:]
+        cond = self.condition(features)[:, :, dy : dy + height, dx : dx + width]
+        if batch != images:
+            cond = cond.repeat_interleave(batch // images, dim=0)
+        if not torch.is_grad_enabled():
+            cond = to_channels_last(cond)
+            self._condition_cache = (features, *key, cond)
+        return cond
+
     def _use_channels_last_weights(self) -> None:
         """Store the conv weights channels_last (values and state_dict keys unchanged), once.
 
@@ -213,10 +246,28 @@ class SRADMUNet(ModelMixin, ConfigMixin):
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
-        cond: torch.Tensor,
+        cond: torch.Tensor | None = None,
         return_dict: bool = True,
+        *,
+        lr_features: torch.Tensor | None = None,
+        features_origin: tuple[int, int] = (0, 0),
     ) -> SRADMUNetOutput | tuple[torch.Tensor]:
-        """Predict the noise in ``sample`` (B, C, H, W) at ``timestep`` given ``cond`` from ``condition()``."""
+        """Predict the noise in ``sample`` (B, C, H, W) at ``timestep``.
+
+        Give exactly one of:
+            cond: HR conditioning (B, base_channels, H, W) from ``condition()``.
+            lr_features: the encoder's LR features (B_img, cond_channels, h, w), conditioned here. ``sample``'s
+                batch B must be a multiple of B_img (K samples per image share its features; the conditioning is
+                made once per image and repeated). ``condition(lr_features)`` is cropped to (H, W) starting at HR
+                pixel ``features_origin`` (dy, dx): a tile's features with a halo. In inference the conditioning is
+                cached across the steps that pass the same ``lr_features`` tensor.
+        """
+        if (cond is None) == (lr_features is None):
+            raise ValueError(
+                "Pass exactly one of cond (from unet.condition) or lr_features (from the lr_encoder) to SRADMUNet."
+            )
+        if cond is None:
+            cond = self._condition_in_forward(sample, lr_features, features_origin)
         if sample.shape[-2] % self.size_multiple or sample.shape[-1] % self.size_multiple:
             raise ValueError(
                 f"sample size {tuple(sample.shape[-2:])} is not a multiple of {self.size_multiple}; pad it first "
