@@ -17,7 +17,9 @@ from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postproces
 from .imresize import imresize
 from .lr_consistency import FINAL_ITERATIONS, LRConsistency
 from .memory import check_sampling_memory
+from .prediction import clip_model_output, needs_x0_clipping
 from .models import RRDBEncoder, SRADMUNet
+from .rrdb_start import check_strength, rrdb_residual, truncate_timesteps
 from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
 
 # Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
@@ -208,6 +210,7 @@ class SRADMPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         lr_consistency: bool = False,
+        strength: float = 1.0,
     ) -> ImagePipelineOutput | tuple:
         """Super-resolve ``image`` by ``upscale_factor``.
 
@@ -225,11 +228,15 @@ class SRADMPipeline(DiffusionPipeline):
                 "latents" replaces the current x_t.
             lr_consistency: back-project the predicted x_0 at every step (and the result) so that
                 ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.lr_consistency`).
+            strength: in (0, 1]. Below 1, start from the RRDB head's residual noised to an intermediate timestep
+                and run only the last ``int(num_inference_steps * strength)`` steps (SDEdit / img2img;
+                :mod:`sradm_diffusers.rrdb_start`); ``latents`` is then the noise added. 1: from pure noise.
 
         Returns:
             ``ImagePipelineOutput`` with ``images`` of size (s*h, s*w), or a tuple if ``return_dict`` is False.
         """
         self.check_inputs(num_inference_steps, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
+        check_strength(strength, num_inference_steps)
         device = self._execution_device
         scale = self.config.upscale_factor
 
@@ -253,13 +260,24 @@ class SRADMPipeline(DiffusionPipeline):
         latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
+        timesteps = self.scheduler.timesteps
+        if strength < 1.0:
+            timesteps = truncate_timesteps(self.scheduler, num_inference_steps, strength)
+            tile = self.tiling[0] if self.tiling is not None else None
+            x0 = rrdb_residual(self.lr_encoder, lr, up, self.config.residual_scale, tile).to(latents.dtype)
+            x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)
+            latents = self.scheduler.add_noise(x0, latents, timesteps[:1])
+        else:
+            latents = latents * self.scheduler.init_noise_sigma
+        clip_x0 = needs_x0_clipping(self.scheduler)  # e.g. Euler, which cannot clip x_0 itself
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = self.scheduler.scale_model_input(latents, t)
             noise_pred = predict_noise(model_input, t)
             if consistency is not None:
                 noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
+            elif clip_x0:
+                noise_pred = clip_model_output(self.scheduler, noise_pred, model_input, t)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": latents}
