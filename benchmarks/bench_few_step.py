@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", help="settings instead of --grid (the first is the reference)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--cache", help="JSON file of results already measured (same setting, photos, crop, samples)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -199,9 +200,19 @@ def main() -> None:
           f"{args.samples} samples", flush=True)
     base = baselines(pipe, items)
     results = []
+    cache = {}
+    if args.cache and os.path.exists(args.cache):
+        with open(args.cache) as f:
+            cache = json.load(f)
     for setting in settings:
         start = time.perf_counter()
-        results.append(run_setting(pipe, config, items, setting, args.samples))
+        key = f"{setting}|{args.crop}|{args.samples}|{','.join(n for n, _, _ in items)}"
+        if key not in cache:
+            cache[key] = run_setting(pipe, config, items, setting, args.samples)
+            if args.cache:
+                with open(args.cache, "w") as f:
+                    json.dump(cache, f)
+        results.append(cache[key])
         row = results[-1]
         print(f"  {setting:<28} PSNR-Y {row['psnr_y']:.2f} LR-PSNR {row['lr_psnr']:.2f} sharp {row['sharpness']:.3f}"
               f" ({time.perf_counter() - start:.0f} s, under load)", flush=True)
@@ -209,7 +220,7 @@ def main() -> None:
     if args.json:
         data = {"command": "python benchmarks/bench_few_step.py " + " ".join(
                     f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                    if v is not None and k not in ("settings", "json", "threads")),
+                    if v is not None and k not in ("settings", "json", "threads", "cache")),
                 "photos": [n for n, _, _ in items], "crop": args.crop, "samples": args.samples,
                 "baselines": base, "results": results}
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -172,3 +172,63 @@ def test_euler_without_lr_consistency_matches_the_lr_on_the_demo_model(demo_pipe
     out = run(demo_pipe, demo_lr, num_inference_steps=10, lr_consistency=False)
     lr_u8 = to_uint8(demo_lr * 2 - 1)
     assert float(lr_psnr(to_uint8(out, value_range=(0.0, 1.0)), lr_u8, 4)) > 35.0
+
+
+# ------------------------------------------------------------------------------------------------ CLI default
+
+
+def _spy_calls(monkeypatch) -> list[tuple[str, int, float]]:
+    """(scheduler class, num_inference_steps, strength) of every pipeline call the CLI makes."""
+    from sradm_diffusers import SRADMPipeline
+
+    calls, original = [], SRADMPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append((type(self.scheduler).__name__, kwargs["num_inference_steps"], kwargs["strength"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SRADMPipeline, "__call__", spy)
+    return calls
+
+
+def test_cli_default_is_the_few_step_setting(tmp_path, model_dir, lr_image, monkeypatch):
+    import numpy as np
+    import PIL.Image
+
+    from sradm_diffusers.cli import main
+    from sradm_diffusers.upscale import DEFAULT_SAMPLING, SCHEDULERS
+
+    source = tmp_path / "p.png"
+    PIL.Image.fromarray(lr_image[:8, :10]).save(source)
+    calls = _spy_calls(monkeypatch)
+    base = ["upscale", str(source), "--seed", "0", "--model", model_dir]
+    assert main([*base, "-o", str(tmp_path / "default.png")]) == 0
+    name, steps, strength = DEFAULT_SAMPLING
+    assert calls[-1] == (SCHEDULERS[name][0], steps, strength)
+    explicit = ["--scheduler", name, "--steps", str(steps), "--strength", str(strength)]
+    assert main([*base, "-o", str(tmp_path / "explicit.png"), *explicit]) == 0
+    with PIL.Image.open(tmp_path / "default.png") as a, PIL.Image.open(tmp_path / "explicit.png") as b:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # any sampling option given: the other ones keep their former defaults (model's DDPM, its 100 steps, strength 1)
+    train_steps = DDPMScheduler.from_pretrained(model_dir, subfolder="scheduler").config.num_train_timesteps
+    assert main([*base, "-o", str(tmp_path / "s.png"), "--steps", "3"]) == 0
+    assert calls[-1] == ("DDPMScheduler", 3, 1.0)
+    assert main([*base, "-o", str(tmp_path / "k.png"), "--strength", "0.05"]) == 0
+    assert calls[-1] == ("DDPMScheduler", train_steps, 0.05)
+
+
+@pytest.mark.parametrize("value, match", [("0", r"strength must be in \(0, 1\]"), ("1.5", r"strength must be in"),
+                                          ("0.1", r"runs no denoising step")])
+def test_cli_bad_strength_exits_2(tmp_path, model_dir, lr_image, capsys, value, match):
+    import PIL.Image
+
+    from sradm_diffusers.cli import main
+
+    source = tmp_path / "p.png"
+    PIL.Image.fromarray(lr_image[:8, :10]).save(source)
+    argv = ["upscale", str(source), "--model", model_dir, "--steps", "4", "--strength", value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--strength" in err
+    assert __import__("re").search(match, err)

@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(
         up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
     )
+    up.add_argument(
+        "--strength", type=float, default=None, metavar="S",
+        help="in (0, 1]: start from the RRDB output noised to an intermediate step and run the last int(steps * S) "
+        "steps; 1 starts from pure noise (default: 1, or the few-step default below)",
+    )
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights/compute dtype (default fp32)")
     up.add_argument(
         "--tile", type=_non_negative_int, default=None, metavar="N",
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 inputs, output=args.output, model=args.model, steps=args.steps, scheduler=args.scheduler,
                 seed=args.seed, samples=args.samples, device=args.device, dtype=args.dtype,
                 lr_consistency=args.lr_consistency, uncertainty=args.uncertainty,
-                tile=args.tile, tile_overlap=args.tile_overlap,
+                tile=args.tile, tile_overlap=args.tile_overlap, strength=args.strength,
             )
         if args.command == "interpolate":
             from .interpolation import run_interpolate

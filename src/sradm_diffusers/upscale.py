@@ -25,8 +25,10 @@ What it does, and the choices it makes:
 - **Seeds**: with ``--seed S``, sample ``k`` of *every* input uses a fresh CPU ``torch.Generator`` seeded ``S + k``
   (initial noise and, for ancestral samplers, the per-step noise). An image's result therefore does not depend on
   which other images are in the run, nor on the device. Without ``--seed`` the noise is random.
-- **Steps**: ``--steps`` defaults to the scheduler's ``num_train_timesteps`` (100, the reference's full ancestral
-  sampling) for ``ddpm`` and to :data:`FAST_SAMPLER_STEPS` for the other schedulers.
+- **Sampler**: with none of ``--scheduler``, ``--steps``, ``--strength``, the few-step default
+  :data:`DEFAULT_SAMPLING`. Otherwise ``--scheduler`` defaults to the model's own (DDPM), ``--steps`` to the
+  scheduler's ``num_train_timesteps`` (100, the reference's full ancestral sampling) for ``ddpm`` and to
+  :data:`FAST_SAMPLER_STEPS` for the other schedulers, and ``--strength`` to 1 (start from pure noise).
 - **Errors**: a bad input file (missing, empty, not an image, undecodable) or a failed write is reported as one
   line ``error: <path>: <reason>`` on stderr; the other images are still processed and the exit status is 1.
   A bad option or model is one line on stderr and exit status 2 (:class:`UsageError`).
@@ -51,6 +53,7 @@ import torch
 
 from .atomic import check_writable_folder, replacing
 from .resources import DEMO_MODEL
+from .rrdb_start import check_strength
 
 DEFAULT_MODEL: str = DEMO_MODEL
 """Folder (or Hub id) used when ``--model`` is not given: the bundled demo pipeline."""
@@ -81,6 +84,10 @@ AUTO_TILE_PIXELS = 256 * 256
 
 FAST_SCHEDULER = "dpm-sde"
 """The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
+
+DEFAULT_SAMPLING: tuple[str, int, float] = ("dpm-sde", 10, 0.8)
+"""``sradm upscale`` with none of ``--scheduler``, ``--steps``, ``--strength``: (scheduler, steps, strength).
+DEFAULT_SAMPLING_DOC"""
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
@@ -499,6 +506,7 @@ def run_upscale(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     lr_consistency: bool = False,
     uncertainty: bool = False,
+    strength: float | None = None,
 ) -> int:
     """Run ``sradm upscale``. Returns the exit status: 0 all written, 1 some input failed.
 
@@ -544,9 +552,16 @@ def run_upscale(
         available_bytes(torch_device)
     except ValueError as error:
         raise UsageError(one_line(error)) from error
+    if scheduler is None and steps is None and strength is None:
+        scheduler, steps, strength = DEFAULT_SAMPLING
+    strength = 1.0 if strength is None else strength
     pipe = load_pipeline(model, torch_device, dtype)
     set_scheduler(pipe, scheduler)
     num_steps = resolve_steps(pipe, steps)
+    try:
+        check_strength(strength, num_steps)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--strength: {one_line(error)}") from error
     scale = int(pipe.config.upscale_factor)
     files = drop_previous_outputs(files, expanded, scale)
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
@@ -594,6 +609,7 @@ def run_upscale(
                         output_type="pil",
                         callback_on_step_end=reporter,
                         lr_consistency=lr_consistency,
+                        strength=strength,
                     )
                 except RuntimeError as error:
                     if is_dtype_unsupported(error):
