@@ -1,7 +1,7 @@
 """Quality against the number of denoising steps: samplers, their options and the start from the RRDB output.
 
     python benchmarks/bench_few_step.py --grid samplers --json docs/few_step_samplers.json
-    python benchmarks/bench_few_step.py --grid fast --json docs/few_step_fast.json
+    python benchmarks/bench_few_step.py --grid strength --json docs/few_step_strength.json
 
 For each photo of ``--images`` (sorted by name; ``--every 2`` takes every second one) the central ``--crop`` x
 ``--crop`` HR window is the ground truth and its LR is ``imresize(HR, 1/4)`` rounded to uint8 (``sradm evaluate
@@ -10,11 +10,12 @@ For each photo of ``--images`` (sorted by name; ``--every 2`` takes every second
 ``sradm upscale --scheduler`` builds it. A setting is ``sampler:steps[:strength][:lrc|nolrc]``; ``sampler`` is a
 ``--scheduler`` name, optionally with ``+option`` suffixes from :data:`OPTIONS` (scheduler config changes).
 
-Columns (means over photos and samples): PSNR-Y / SSIM-Y against HR (4-pixel border cropped), LR-PSNR (the SR
-downscaled against the LR), spread (the per-pixel std between the samples, 0..255, averaged), sharpness (the mean
-gradient magnitude of the SR image's Y over the HR's: 1 = as much edge energy as the ground truth, the bicubic
-upsample is far below 1), LR-PSNR capped at :data:`LR_PSNR_CAP` (an exact match is infinite) and the number of U-Net calls (``int(steps * strength)``). ``delta`` columns compare with
-the reference row (the first setting of the grid, 100 DDPM steps). Timings are not reported: this machine is shared.
+Columns (means over photos and samples): PSNR-Y / SSIM-Y against HR (4-pixel border cropped); LR-PSNR (the SR
+downscaled against the LR; the mean and the worst photo's, capped at :data:`LR_PSNR_CAP` since an exact match is
+infinite); spread (the per-pixel std between the samples, 0..255, averaged); sharpness (the mean gradient magnitude
+of the SR image's Y over the HR's: 1 = as much edge energy as the ground truth; the bicubic upsample is far below
+1, and grain raises it too); the number of U-Net calls (``int(steps * strength)``). "vs ref" compares with the
+first row of the grid, 100 DDPM steps. Timings are not reported: this machine is shared.
 """
 
 from __future__ import annotations
@@ -51,14 +52,13 @@ LR_PSNR_CAP = 100.0
 here so that means stay finite."""
 
 GRIDS: dict[str, list[str]] = {
-    # the issue's grid, sampled as the CLI samples (LR consistency on)
+    # the issue's grid, sampled as the CLI samples (LR consistency on); 100 steps only for DDPM, the reference
     "samplers": [REFERENCE] + [
-        f"{s}:{n}:1:lrc" for s in ("ddpm", "ddim", "dpm", "dpm-sde", "unipc", "euler") for n in (5, 10, 20, 50, 100)
-        if (s, n) != ("ddpm", 100)
+        f"{s}:{n}:1:lrc" for s in ("ddpm", "ddim", "dpm", "dpm-sde", "unipc", "euler") for n in (5, 10, 20, 50)
     ],
     # without LR consistency (the model alone); the Euler fix shows here
     "samplers-nolrc": ["ddpm:100:1:nolrc"] + [
-        f"{s}:{n}:1:nolrc" for s in ("ddpm", "ddim", "dpm", "dpm-sde", "unipc", "euler") for n in (5, 10, 20)
+        f"{s}:{n}:1:nolrc" for s in ("ddpm", "ddim", "dpm", "dpm-sde", "unipc", "euler") for n in (5, 10)
     ],
     # scheduler options at 10 steps
     "options": [REFERENCE] + [
@@ -72,6 +72,12 @@ GRIDS: dict[str, list[str]] = {
     "strength": [REFERENCE] + [
         f"{s}:{n}:{k}:lrc" for s in ("ddpm", "ddim", "dpm-sde", "unipc", "euler")
         for n, k in ((10, 0.5), (10, 0.7), (10, 0.8), (10, 0.9), (14, 0.7), (20, 0.5))
+    ],
+    # the multistep ODE solvers (sharpest above) around strength 0.8-0.9, with their options
+    "strength-multistep": [REFERENCE] + [
+        "unipc:11:0.82:lrc", "unipc:12:0.75:lrc", "unipc:8:1:lrc", "unipc:9:1:lrc",
+        "unipc+order3:10:0.8:lrc", "unipc+order3:10:0.9:lrc", "unipc+karras:10:0.8:lrc", "unipc+karras:10:0.9:lrc",
+        "dpm:10:0.8:lrc", "dpm:10:0.9:lrc", "dpm+order3:10:0.8:lrc", "dpm+order3:10:0.9:lrc",
     ],
 }
 
@@ -115,12 +121,17 @@ def load_items(folder: str, crop: int, every: int, scale: int) -> list[tuple[str
     return items
 
 
-def run_setting(pipe, config, items, setting: str, samples: int) -> dict:
+def run_setting(pipe, config, items, setting: str, samples: int, cache: dict, crop: int) -> dict:
+    """Mean metrics of ``setting`` over ``items``; per-photo rows are looked up in / added to ``cache``."""
     name, options, steps, strength, lrc = parse_setting(setting)
     configure(pipe, config, name, options)
     scale = pipe.config.upscale_factor
     rows = []
-    for _, hr, lr in items:
+    for photo, hr, lr in items:
+        key = f"{setting}|{crop}|{samples}|{photo}"
+        if key in cache:
+            rows.append(cache[key])
+            continue
         images = pipe(
             lr[0].permute(1, 2, 0).numpy(), num_inference_steps=steps, generator=sample_generators(0, samples),
             num_images_per_prompt=samples, output_type="pt", lr_consistency=lrc, strength=strength,
@@ -134,8 +145,10 @@ def run_setting(pipe, config, items, setting: str, samples: int) -> dict:
             "spread": float(diversity_std(sr)) if samples > 1 else None,
             "sharpness": float((gradient_energy(sr) / gradient_energy(hr)).double().mean()),
         })
+        cache[key] = rows[-1]
     mean = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if rows[0][key] is not None}
-    return {"setting": setting, "calls": int(steps * strength), **mean, "per_image": rows}
+    worst = min(r["lr_psnr"] for r in rows)
+    return {"setting": setting, "calls": int(steps * strength), **mean, "lr_psnr_min": worst, "per_image": rows}
 
 
 def baselines(pipe, items) -> dict:
@@ -161,18 +174,35 @@ def baselines(pipe, items) -> dict:
 
 def format_table(results: list[dict], base: dict) -> str:
     ref = results[0]
-    lines = [f"{'setting':<28} {'calls':>5} {'PSNR-Y':>7} {'dPSNR':>6} {'SSIM-Y':>6} {'LR-PSNR':>7} {'dLR':>6} "
+    lines = [f"{'setting':<28} {'calls':>5} {'PSNR-Y':>7} {'dPSNR':>6} {'SSIM-Y':>6} {'LR-PSNR':>7} {'LR min':>6} "
              f"{'spread':>6} {'sharp':>5}"]
     for name, row in base.items():
         lines.append(f"{name:<28} {'-':>5} {row['psnr_y']:7.2f} {row['psnr_y'] - ref['psnr_y']:+6.2f} "
-                     f"{row['ssim_y']:6.4f} {row['lr_psnr']:7.2f} {row['lr_psnr'] - ref['lr_psnr']:+6.2f} "
-                     f"{'-':>6} {row['sharpness']:5.3f}")
+                     f"{row['ssim_y']:6.4f} {row['lr_psnr']:7.2f} {'-':>6} {'-':>6} {row['sharpness']:5.3f}")
     for row in results:
         spread = f"{row['spread']:6.2f}" if "spread" in row else f"{'-':>6}"
         lines.append(
             f"{row['setting']:<28} {row['calls']:>5} {row['psnr_y']:7.2f} {row['psnr_y'] - ref['psnr_y']:+6.2f} "
-            f"{row['ssim_y']:6.4f} {row['lr_psnr']:7.2f} {row['lr_psnr'] - ref['lr_psnr']:+6.2f} {spread} "
+            f"{row['ssim_y']:6.4f} {row['lr_psnr']:7.2f} {row['lr_psnr_min']:6.2f} {spread} "
             f"{row['sharpness']:5.3f}"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(results: list[dict], base: dict) -> str:
+    """The table as Markdown (for README.md / model_card.md), same columns as :func:`format_table`."""
+    ref = results[0]
+    lines = ["| setting | U-Net calls | PSNR-Y | vs ref | SSIM-Y | LR-PSNR | worst photo | spread | sharpness |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in base.items():
+        lines.append(f"| {name} | - | {row['psnr_y']:.2f} | {row['psnr_y'] - ref['psnr_y']:+.2f} | {row['ssim_y']:.4f} | "
+                     f"{row['lr_psnr']:.2f} | - | - | {row['sharpness']:.3f} |")
+    for row in results:
+        spread = f"{row['spread']:.2f}" if "spread" in row else "-"
+        lines.append(
+            f"| `{row['setting']}` | {row['calls']} | {row['psnr_y']:.2f} | {row['psnr_y'] - ref['psnr_y']:+.2f} | "
+            f"{row['ssim_y']:.4f} | {row['lr_psnr']:.2f} | {row['lr_psnr_min']:.2f} | {spread} | "
+            f"{row['sharpness']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -187,6 +217,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", help="settings instead of --grid (the first is the reference)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--cache", help="JSON file of results already measured (same setting, photos, crop, samples)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -206,21 +237,20 @@ def main() -> None:
             cache = json.load(f)
     for setting in settings:
         start = time.perf_counter()
-        key = f"{setting}|{args.crop}|{args.samples}|{','.join(n for n, _, _ in items)}"
-        if key not in cache:
-            cache[key] = run_setting(pipe, config, items, setting, args.samples)
-            if args.cache:
-                with open(args.cache, "w") as f:
-                    json.dump(cache, f)
-        results.append(cache[key])
+        results.append(run_setting(pipe, config, items, setting, args.samples, cache, args.crop))
+        if args.cache:
+            with open(args.cache, "w") as f:
+                json.dump(cache, f)
         row = results[-1]
         print(f"  {setting:<28} PSNR-Y {row['psnr_y']:.2f} LR-PSNR {row['lr_psnr']:.2f} sharp {row['sharpness']:.3f}"
               f" ({time.perf_counter() - start:.0f} s, under load)", flush=True)
     print(format_table(results, base))
+    if args.markdown:
+        print(markdown_table(results, base))
     if args.json:
         data = {"command": "python benchmarks/bench_few_step.py " + " ".join(
                     f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                    if v is not None and k not in ("settings", "json", "threads", "cache")),
+                    if v not in (None, False) and k not in ("settings", "json", "threads", "cache", "markdown")),
                 "photos": [n for n, _, _ in items], "crop": args.crop, "samples": args.samples,
                 "baselines": base, "results": results}
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
