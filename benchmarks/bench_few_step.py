@@ -41,7 +41,7 @@ OPTIONS: dict[str, dict] = {
     "leading": {"timestep_spacing": "leading"},
     "linspace": {"timestep_spacing": "linspace"},
     "midpoint": {"solver_type": "midpoint"},
-    "bh1": {"solver_type": "bh1"},
+    "bh1": {"solver_type": "bh1"},  # UniPC: NaN in the output on the demo model at 10 steps with LR consistency
 }
 """``sampler+option`` suffixes: scheduler config changes on top of ``SCHEDULERS[sampler]``."""
 
@@ -65,9 +65,9 @@ GRIDS: dict[str, list[str]] = {
         f"{s}:10:1:lrc" for s in (
             "dpm", "dpm+karras", "dpm+order3", "dpm+sigma-min", "dpm+euler-final", "dpm+no-lower-final",
             "dpm-sde", "dpm-sde+karras", "dpm-sde+order1", "dpm-sde+sigma-min",
-            "unipc", "unipc+order3", "unipc+bh1", "ddim", "ddim+leading", "ddim+linspace", "euler", "euler+karras",
+            "unipc", "unipc+order3", "ddim", "ddim+leading", "ddim+linspace", "euler", "euler+karras",
         )
-    ],
+    ] + ["dpm-sde+sigma-min:8:1:lrc", "dpm-sde+sigma-min:9:1:lrc"],
     # starting from the RRDB residual: (steps, strength) pairs of at most 10 U-Net calls
     "strength": [REFERENCE] + [
         f"{s}:{n}:{k}:lrc" for s in ("ddpm", "ddim", "dpm-sde", "unipc", "euler")
@@ -248,9 +248,12 @@ def main() -> None:
     if args.markdown:
         print(markdown_table(results, base))
     if args.json:
-        data = {"command": "python benchmarks/bench_few_step.py " + " ".join(
-                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                    if v not in (None, False) and k not in ("settings", "json", "threads", "cache", "markdown")),
+        options = " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if v not in (None, False) and k not in ("settings", "grid", "json", "threads", "cache", "markdown")
+        )
+        chosen = f"--settings {' '.join(args.settings)}" if args.settings else f"--grid {args.grid}"
+        data = {"command": f"python benchmarks/bench_few_step.py {options} {chosen}",
                 "photos": [n for n, _, _ in items], "crop": args.crop, "samples": args.samples,
                 "baselines": base, "results": results}
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--names", default="opencv_baboon.png,skimage_astronaut.png,opencv_building.png,"
                         "lomiri_seeding_by_Clements_Engelhardt.png")
     parser.add_argument("--settings", nargs="+",
-                        default=["ddpm:100:1:lrc", "dpm-sde:10:1:lrc", "ddim:10:0.5:lrc", "dpm-sde:10:0.8:lrc"])
+                        default=["ddpm:100:1:lrc", "dpm-sde:20:1:lrc", "dpm-sde:10:1:lrc", "unipc:11:0.82:lrc"])
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--zoom", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
