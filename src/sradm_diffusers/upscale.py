@@ -89,8 +89,8 @@ DEFAULT_SAMPLING: tuple[str, int, float] = ("unipc", 11, 0.82)
 """``sradm upscale`` with none of ``--scheduler``, ``--steps``, ``--strength``: (scheduler, steps, strength).
 UniPC on an 11-step grid, started from the RRDB output noised to its third timestep (t = 81 of 100): 9 U-Net
 calls. On 128 px crops of the 10 held-out photos (LR consistency on, 2 samples each) it came within 0.15 dB PSNR-Y
-of 100 DDPM steps with the same edge energy (-0.5 %), the fastest measured setting to meet the few-step goal
-(README "Few-step sampling", ``benchmarks/bench_few_step.py``)."""
+of 100 DDPM steps with the same edge energy (-0.5 %): the fastest measured setting that meets the few-step goal
+without leaving noise in the image (README "Few-step sampling", ``benchmarks/bench_few_step.py``)."""
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
@@ -599,7 +599,7 @@ def run_upscale(
                 pipe.enable_tiling(*tiling)
             if reporter is not None:
                 print(f"sradm upscale: image {number}/{len(files)}: {path}", file=sys.stderr, flush=True)
-                reporter.start(os.path.basename(path), num_steps)
+                reporter.start(os.path.basename(path), int(num_steps * strength))  # the steps that run
             generators = sample_generators(seed, samples)
             sample_images = []
             for start, count in sample_batches(pipe, image, samples, torch_device):
