@@ -5,6 +5,10 @@ run interleaved (``--rounds``) and medians are printed, so that a shared machine
 
     python benchmarks/bench_tiling.py                           # 510x339 -> 2040x1356, and 255x170 vs 510x340
     python benchmarks/bench_tiling.py --sizes 510x339 --tiles 128,96 --steps 2 --rounds 1
+    python benchmarks/bench_tiling.py --sizes 510x339 --allocator glibc,trim --rounds 2   # the CLI's heap trimming
+
+``--allocator``: ``glibc`` leaves the C allocator alone (the Python API's default); ``trim`` returns the heap's
+free pages after every U-Net call (``memory.trim_heap_after_each_call``), as ``sradm`` does.
 
 Prints per case: tiles, seconds per denoising step (median over steps after the first), seconds for the encoder
 and setup before the first step, peak RSS. Then the ratio of time per step for 4x the area.
@@ -21,16 +25,19 @@ import sys
 import time
 
 
-def measure(width: int, height: int, tile: int, overlap: int, steps: int, threads: int) -> dict:
+def measure(width: int, height: int, tile: int, overlap: int, steps: int, threads: int, allocator: str) -> dict:
     import numpy as np
     import torch
 
     from sradm_diffusers import DEMO_MODEL, SRADMPipeline
+    from sradm_diffusers.memory import trim_heap_after_each_call
     from sradm_diffusers.tiling import plan_tiles, unet_alignment
 
     torch.set_num_threads(threads)
     pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)
     pipe.set_progress_bar_config(disable=True)
+    if allocator == "trim" and not trim_heap_after_each_call(pipe.unet):
+        raise SystemExit("--allocator trim needs glibc")
     if tile:
         pipe.enable_tiling(tile, overlap)
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -49,7 +56,7 @@ def measure(width: int, height: int, tile: int, overlap: int, steps: int, thread
     hr_h, hr_w = -(-height * scale // 4) * 4, -(-width * scale // 4) * 4
     tiles = plan_tiles(hr_h, hr_w, tile * scale, overlap * scale, unet_alignment(pipe.unet, scale)) if tile else []
     return {
-        "size": f"{width}x{height}", "tile": tile, "overlap": overlap, "tiles": len(tiles) or 1,
+        "size": f"{width}x{height}", "allocator": allocator, "tile": tile, "overlap": overlap, "tiles": len(tiles) or 1,
         "tile_area_ratio": sum((t.bottom - t.top) * (t.right - t.left) for t in tiles) / (hr_h * hr_w) if tiles else 1,
         "s_per_step": statistics.median(step_times) if step_times else float("nan"),
         "s_before_first_step_end": stamps[0] - start, "call_s": total,
@@ -65,35 +72,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per call (the first one is not timed)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every case")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocator", default="glibc", help="glibc and/or trim, comma-separated")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
     args = parser.parse_args()
     if args.case:
-        size, tile = args.case.split(":")
+        size, tile, allocator = args.case.split(":")
         width, height = map(int, size.split("x"))
-        print(json.dumps(measure(width, height, int(tile), args.overlap, args.steps, args.threads)))
+        print(json.dumps(measure(width, height, int(tile), args.overlap, args.steps, args.threads, allocator)))
         return
 
-    cases = [(size, int(tile)) for size in args.sizes.split(",") for tile in args.tiles.split(",")]
+    cases = [(size, int(tile), allocator) for size in args.sizes.split(",") for tile in args.tiles.split(",")
+             for allocator in args.allocator.split(",")]
     results: dict[tuple, list[dict]] = {case: [] for case in cases}
     for _ in range(args.rounds):
-        for size, tile in cases:
-            command = [sys.executable, __file__, "--case", f"{size}:{tile}", "--overlap", str(args.overlap),
+        for size, tile, allocator in cases:
+            command = [sys.executable, __file__, "--case", f"{size}:{tile}:{allocator}", "--overlap", str(args.overlap),
                        "--steps", str(args.steps), "--threads", str(args.threads)]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results[(size, tile)].append(json.loads(out.strip().splitlines()[-1]))
+            results[(size, tile, allocator)].append(json.loads(out.strip().splitlines()[-1]))
             print(out.strip().splitlines()[-1], flush=True)  # each case as it finishes
-    print(f"{'LR':>9} {'tile':>5} {'tiles':>6} {'tiled area':>10} {'s/step':>8} {'peak RSS MiB':>13}")
+    print(f"{'LR':>9} {'alloc':>6} {'tile':>5} {'tiles':>6} {'tiled area':>10} {'s/step':>8} {'peak RSS MiB':>13}")
     per_step = {}
-    for (size, tile), runs in results.items():
+    for (size, tile, allocator), runs in results.items():
         s = statistics.median(r["s_per_step"] for r in runs)
         rss = max(r["peak_rss_mib"] for r in runs)
-        per_step[(size, tile)] = s
-        print(f"{size:>9} {tile:>5} {runs[0]['tiles']:>6} {runs[0]['tile_area_ratio']:>10.2f} {s:>8.2f} {rss:>13.0f}")
+        per_step[(size, tile, allocator)] = s
+        print(f"{size:>9} {allocator:>6} {tile:>5} {runs[0]['tiles']:>6} {runs[0]['tile_area_ratio']:>10.2f} {s:>8.2f} {rss:>13.0f}")
     sizes = args.sizes.split(",")
-    for tile in args.tiles.split(","):
+    for tile, allocator in ((t, a) for t in args.tiles.split(",") for a in args.allocator.split(",")):
         if "255x170" in sizes and "510x340" in sizes:
-            ratio = per_step[("510x340", int(tile))] / per_step[("255x170", int(tile))]
-            print(f"tile {tile}: 4x the area (255x170 -> 510x340) costs {ratio:.2f}x the time per step")
+            ratio = per_step[("510x340", int(tile), allocator)] / per_step[("255x170", int(tile), allocator)]
+            print(f"tile {tile}, {allocator}: 4x the area (255x170 -> 510x340) costs {ratio:.2f}x the time per step")
 
 
 if __name__ == "__main__":

@@ -34,14 +34,17 @@ def test_save_load_round_trip_is_exact(tiny_pipe, lr_image, tmp_path):
     torch.testing.assert_close(sample(loaded, lr_image), sample(tiny_pipe, lr_image), atol=CROSS_PATH_ATOL, rtol=0)
 
 
-def test_model_index_names_the_public_classes(tiny_pipe, tmp_path):
+def test_model_index_names_the_shipped_modules_and_public_classes(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == "SRADMPipeline"
-    assert index["unet"] == ["sradm_diffusers", "SRADMUNet"]
-    assert index["lr_encoder"] == ["sradm_diffusers", "RRDBEncoder"]
+    # [module shipped in the folder, public class]: diffusers loads the shipped code with trust_remote_code=True,
+    # the installed package its own classes of those names (tests/test_remote_code.py).
+    assert index["_class_name"] == ["pipeline_sradm", "SRADMPipeline"]
+    assert index["unet"] == ["sradm_unet", "SRADMUNet"]
+    assert index["lr_encoder"] == ["sradm_rrdb_encoder", "RRDBEncoder"]
     assert index["scheduler"] == ["diffusers", "DDPMScheduler"]
     assert index["upscale_factor"] == 4
+    assert tiny_pipe.config["unet"] == ("sradm_diffusers", "SRADMUNet")  # in memory: the installed package's
 
 
 def test_swapped_scheduler_is_saved_and_restored(tiny_pipe, tmp_path):
@@ -53,21 +56,31 @@ def test_swapped_scheduler_is_saved_and_restored(tiny_pipe, tmp_path):
     assert isinstance(SRADMPipeline.from_pretrained(tmp_path).scheduler, DPMSolverMultistepScheduler)
 
 
-def lay_out_hub_cache(folder: Path, cache_dir: Path, repo_id: str) -> str:
-    """Arrange ``folder`` as huggingface_hub stores a downloaded snapshot: blobs by hash, symlinked snapshot."""
+def lay_out_hub_cache(folder: Path, cache_dir: Path, repo_id: str, tree_listing: bool = False) -> str:
+    """Arrange ``folder`` as huggingface_hub stores a downloaded snapshot: blobs by hash, symlinked snapshot.
+
+    ``tree_listing``: also write the repository's file listing (``trees/<commit>.json``), which recent
+    huggingface_hub versions (2.4 here) cache with a snapshot and diffusers reads when offline.
+    """
     commit = hashlib.sha1(repo_id.encode()).hexdigest()
     repo_dir = cache_dir / f"models--{repo_id.replace('/', '--')}"
     (repo_dir / "refs").mkdir(parents=True)
     (repo_dir / "refs" / "main").write_text(commit)
+    listing = {}
     for path in folder.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
+            git_blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            listing[path.relative_to(folder).as_posix()] = {"size": len(data), "blob_id": git_blob}
             blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
             blob.parent.mkdir(parents=True, exist_ok=True)
             blob.write_bytes(data)
             link = repo_dir / "snapshots" / commit / path.relative_to(folder)
             link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(os.path.relpath(blob, link.parent), link)
+    if tree_listing:
+        (repo_dir / "trees").mkdir()
+        (repo_dir / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
     return commit
 
 

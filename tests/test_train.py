@@ -360,11 +360,14 @@ def test_push_to_hub_uploads_folder_with_card(encoder_run, image_root, tmp_path,
     uploaded = list(filter_repo_objects(calls["files"], ignore_patterns=upload["ignore_patterns"]))
     assert "model_index.json" in uploaded and "README.md" in uploaded
     assert "unet/diffusion_pytorch_model.safetensors" in uploaded
+    # the generated code that DiffusionPipeline.from_pretrained(..., trust_remote_code=True) runs (issue 12)
+    assert {"pipeline_sradm.py", "unet/sradm_unet.py", "lr_encoder/sradm_rrdb_encoder.py"} <= set(uploaded)
     assert not [f for f in uploaded if f.startswith(("checkpoint-", "validation/", "logs/"))]
     assert any(f.startswith("checkpoint-1/") for f in calls["files"])  # there was something to exclude
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "diffusers" and "sradm" in card.data.tags
     assert "someone/sradm-tiny" in card.text
+    assert 'DiffusionPipeline.from_pretrained("someone/sradm-tiny", trust_remote_code=True)' in card.text
     assert "hf_secret" not in (out / "README.md").read_text()
     assert "hf_secret" not in (out / "training_args.json").read_text()
 

@@ -9,7 +9,9 @@ one. They must share one config.
 
 The scheduler is the package default (:func:`sradm_diffusers.presets.default_scheduler`), so the folder gets the
 current stored-scheduler settings. The output is written to a temporary folder and renamed into place when it is
-complete, and it is loaded back and compared with the inputs before that.
+complete, and it is loaded back and compared with the inputs before that. Like every ``save_pretrained`` folder it
+holds the code generated from the package (``pipeline_sradm.py``, ``unet/sradm_unet.py``,
+``lr_encoder/sradm_rrdb_encoder.py``) that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` runs.
 """
 
 from __future__ import annotations

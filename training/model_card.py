@@ -10,11 +10,16 @@ name and tags with diffusers' ``populate_model_card``; :func:`push_to_hub` uploa
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import string
+import subprocess
+import urllib.parse
 from typing import Any, Mapping
 
-TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_card.md")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE_PATH = os.path.join(REPO_ROOT, "model_card.md")
 BEGIN = "<!-- sradm-card-template:begin -->"
 END = "<!-- sradm-card-template:end -->"
 CARD_TAGS = ("sradm", "super-resolution", "diffusers", "image-to-image")
@@ -22,10 +27,14 @@ CARD_TAGS = ("sradm", "super-resolution", "diffusers", "image-to-image")
 UPLOAD_IGNORE_PATTERNS = ["checkpoint-*", "*.tmp", "*.tmp/*", "validation/*", "logs/*", "debug/*", "*.old"]
 
 _USAGE = {
-    "diffusion": """```python
+    "diffusion": """Three ways to load this repository; each gives the same images for the same seed.
+
+**1. With sradm-diffusers installed** (its own `SRADMPipeline`):
+
+```python
 import torch
-from PIL import Image
 from diffusers import DPMSolverMultistepScheduler
+from PIL import Image
 from sradm_diffusers import SRADMPipeline
 
 pipe = SRADMPipeline.from_pretrained("${repo_id}")
@@ -33,12 +42,47 @@ lr = Image.open("input.png").convert("RGB")
 sr = pipe(lr, num_inference_steps=100, generator=torch.Generator().manual_seed(0)).images[0]
 sr.save("sr.png")
 
-# Faster: 20 steps of DPM-Solver++
-pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-sr = pipe(lr, num_inference_steps=20).images[0]
+# Faster: 20 steps of SDE-DPM-Solver++ (`sradm upscale --scheduler dpm-sde`)
+pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="sde-dpmsolver++")
+sr_fast = pipe(lr, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images[0]
 ```
 
-Command line: `sradm upscale input.png -o sr.png --model ${repo_id} --steps 20 --scheduler dpm`""",
+**2. With diffusers' generic loader**, sradm-diffusers installed (importing it lets `DiffusionPipeline` return
+its `SRADMPipeline`):
+
+```python
+import sradm_diffusers  # noqa: F401
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+pipe = DiffusionPipeline.from_pretrained("${repo_id}")
+lr = Image.open("input.png").convert("RGB")
+sr = pipe(lr, num_inference_steps=100, generator=torch.Generator().manual_seed(0)).images[0]
+sr.save("sr_diffusers.png")
+```
+
+**3. Without sradm-diffusers**, from the code in this repository (`pipeline_sradm.py`, `unet/sradm_unet.py`,
+`lr_encoder/sradm_rrdb_encoder.py`, generated from sradm-diffusers ${library_version} when the model was saved;
+they need only torch, diffusers, numpy and pillow). Read them before you trust them:
+
+```python
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+pipe = DiffusionPipeline.from_pretrained("${repo_id}", trust_remote_code=True)
+lr = Image.open("input.png").convert("RGB")
+sr = pipe(lr, num_inference_steps=100, generator=torch.Generator().manual_seed(0)).images[0]
+sr.save("sr_remote_code.png")
+```
+
+Offline (`HF_HUB_OFFLINE=1`), diffusers ${diffusers_version} asks the Hub for the code's commit when a cached
+repository is loaded with `trust_remote_code=True`; pass the cached folder instead:
+`DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download("${repo_id}"), trust_remote_code=True)`.
+
+Command line (sradm-diffusers installed):
+`sradm upscale input.png -o sr.png --model ${repo_id} --steps 20 --scheduler dpm-sde`""",
     "encoder": """This folder holds the RRDB encoder alone: the deterministic regression SR network ("RRDB" baseline)
 and the frozen LR encoder of the SRADM diffusion stage (`train.py --stage diffusion --pretrained_encoder ${repo_id}`).
 
@@ -154,8 +198,12 @@ def card_values(
     metrics: Mapping[str, float] | None = None,
     validation: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
+    source_url: str | None = None,
 ) -> dict[str, str]:
-    """Every placeholder value of the card of a run with flags ``args`` (an argparse namespace) and its results."""
+    """Every placeholder value of the card of a run with flags ``args`` (an argparse namespace) and its results.
+
+    ``source_url``: the git URL the install instructions name (default: :func:`git_source_url`; "" for none).
+    """
     import diffusers
 
     try:
@@ -168,7 +216,8 @@ def card_values(
     per_device = int(args.train_batch_size)
     accumulation = int(args.gradient_accumulation_steps)
     title = f"SRADM {args.scale}x super-resolution ({stage} stage, {args.preset})"
-    usage = string.Template(_USAGE[stage]).substitute(repo_id=repo_id)
+    usage = string.Template(_USAGE[stage]).substitute(
+        repo_id=repo_id, library_version=library_version, diffusers_version=diffusers.__version__)
     if stage == "diffusion":
         loss = f"{args.loss.upper()} between true and predicted noise (epsilon prediction)"
     else:
@@ -205,7 +254,74 @@ def card_values(
         "config_json": json.dumps(config, indent=2, default=str),
         "residual_scale": f"{getattr(args, 'residual_scale', 2.0):g}",
         "repo_id": repo_id,
+        "install": install_text(source_url if source_url is not None else git_source_url()),
+        "model_index": model_index_yaml(repo_id, metrics, validation, args),
     }
+
+
+def git_source_url(root: str = REPO_ROOT) -> str | None:
+    """The https URL of the ``origin`` remote of the sradm-diffusers clone at ``root`` (credentials removed), or None
+    when it has none: the package is installed from git, so the card names where the training code came from."""
+    try:
+        result = subprocess.run(["git", "-C", root, "remote", "get-url", "origin"], capture_output=True, text=True,
+                                timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = result.stdout.strip()
+    if result.returncode != 0 or not url:
+        return None
+    scp = re.fullmatch(r"[\w.-]+@([\w.-]+):(.+)", url)  # git@github.com:org/repo.git
+    if scp:
+        url = f"https://{scp.group(1)}/{scp.group(2)}"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        return None
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path.removesuffix(".git"), "", ""))
+
+
+def install_text(source_url: str | None) -> str:
+    """Install instructions: sradm-diffusers is not on PyPI; pip installs it from its git URL or a clone."""
+    lines = ["sradm-diffusers is installed from its git repository (it is not on PyPI). Install torch for your "
+             "hardware first (https://pytorch.org), then:", "", "```bash"]
+    if source_url:
+        lines.append(f'pip install "sradm-diffusers @ git+{source_url}"')
+        lines.append("# or, in a clone of that repository: pip install -e .")
+    else:
+        lines.append("# in a clone of the sradm-diffusers repository")
+        lines.append("pip install -e .")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def model_index_yaml(repo_id: str, metrics: Mapping[str, float] | None, validation: Mapping[str, Any] | None,
+                     args) -> str:
+    """The ``metrics`` and ``model-index`` YAML of the card header: the measured validation metrics as the Hub reads
+    them ("" without metrics)."""
+    if not metrics:
+        return ""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    validation = dict(validation or {})
+    names = {"psnr_y": ("psnr", f"PSNR-Y (dB, BT.601 Y, {args.scale}-pixel border cropped)"),
+             "lr_psnr": ("psnr", f"LR-PSNR (dB, SR downscaled by 1/{args.scale} vs the LR input)")}
+    dataset = getattr(args, "dataset_name", None)
+    results = [
+        EvalResult(
+            task_type="image-to-image", task_name=f"{args.scale}x super-resolution",
+            dataset_type=dataset or "imagefolder",
+            dataset_name=f"{validation.get('num_images', '?')} validation image(s) "
+                         f"({validation.get('source', 'held-out images')})",
+            metric_type=names.get(key, (key, key))[0], metric_name=names.get(key, (key, key))[1],
+            metric_value=round(float(value), 2),  # as the card's table shows it
+        )
+        for key, value in sorted(metrics.items())
+        if math.isfinite(float(value))
+    ]
+    if not results:
+        return ""
+    metric_types = sorted({result.metric_type for result in results})
+    return ModelCardData(model_name=repo_id, metrics=metric_types, eval_results=results).to_yaml().strip()
 
 
 def write_model_card(output_dir: str, values: Mapping[str, Any], template: str | None = None) -> str:

@@ -39,7 +39,9 @@ folder to have every process log the dataset indices and a digest of each batch 
 
 Publishing: ``--push_to_hub --hub_model_id user/name`` uploads the output folder (without checkpoints, validation
 images and logs) with a model card generated from the repository's ``model_card.md``; a ``README.md`` card is
-written into the output folder in any case.
+written into the output folder in any case. A diffusion run's folder also holds the code generated from the package
+(``pipeline_sradm.py`` ...), so the upload loads with ``DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)``
+where sradm-diffusers is not installed.
 """
 
 from __future__ import annotations

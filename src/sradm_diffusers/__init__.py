@@ -13,6 +13,10 @@ from .models import RRDBEncoder, SRADMUNet
 from .pipeline import SRADMPipeline
 from .presets import PRESETS, build_pipeline
 from .resources import DEMO_MODEL, SAMPLE_IMAGE
+from . import dispatch as _dispatch
+
+# DiffusionPipeline.from_pretrained(SRADM folder or repo) returns SRADMPipeline once the package is imported.
+_dispatch.install()
 
 __version__ = "0.1.0"
 

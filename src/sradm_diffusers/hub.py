@@ -1,8 +1,10 @@
 """Finding SRADM pipeline folders: Hub repositories (through huggingface_hub's cache) and local checks.
 
-Stock ``DiffusionPipeline.download`` only accepts repositories whose classes live in diffusers; an SRADM repository
-is a plain snapshot of a pipeline folder, so ``SRADMPipeline.download`` resolves it with
-``huggingface_hub.snapshot_download``, which honours ``HF_HUB_OFFLINE``, ``cache_dir``, ``revision`` and ``token``.
+Stock ``DiffusionPipeline.download`` treats the code an SRADM repository ships (``pipeline_sradm.py`` and the
+component modules, for ``trust_remote_code=True`` without this package) as code to run, and refuses it without
+``trust_remote_code``. The installed package runs its own code, so ``SRADMPipeline.download`` fetches the configs and
+weights alone with ``huggingface_hub.snapshot_download``, which honours ``HF_HUB_OFFLINE``, ``cache_dir``,
+``revision`` and ``token``.
 """
 
 from __future__ import annotations

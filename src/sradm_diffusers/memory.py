@@ -15,6 +15,8 @@ device), or ``SRADM_MEMORY_LIMIT`` (bytes, or a number with a K/M/G/T suffix) wh
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 
@@ -103,3 +105,31 @@ def samples_per_batch(unet, height: int, width: int, samples: int, device=None) 
         return samples
     one = estimate_sampling_bytes(unet, 1, height, width) - FIXED_BYTES
     return max(1, min(samples, int((budget / 2 - FIXED_BYTES) // max(one, 1))))
+
+
+def _glibc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def trim_heap_after_each_call(module: torch.nn.Module) -> bool:
+    """Return the C heap's free pages to the OS after every forward of ``module`` (glibc's ``malloc_trim``).
+
+    glibc keeps freed blocks of up to 32 MiB in the process's heap, and tiled sampling interleaves per-tile U-Net
+    activations with whole-image tensors, so the heap fragments and its freed gaps stay resident. Trimming after
+    each U-Net call (each tile) gives them back; the next call faults in fresh pages only for what it needs. The
+    ``sradm`` command line does this for its pipeline (``benchmarks/bench_tiling.py --allocator glibc,trim``
+    measures peak memory and time per step both ways). Returns False where it does not apply (not glibc).
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    def trim(module, inputs, output) -> None:  # returns None: a forward hook's return value replaces the output
+        libc.malloc_trim(0)
+
+    module.register_forward_hook(trim)
+    return True

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
+from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import resolve_pipeline_folder
@@ -18,11 +18,12 @@ from .imresize import imresize
 from .lr_consistency import FINAL_ITERATIONS, LRConsistency
 from .memory import check_sampling_memory
 from .prediction import clip_model_output, needs_x0_clipping
-from .models import RRDBEncoder, SRADMUNet
+from .remote_code import installed_model_index, write_remote_code
 from .rrdb_start import check_strength, rrdb_residual, truncate_timesteps
 from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
 
-# Public import path written into model_index.json, so that moving a module never breaks a published checkpoint.
+# Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
+# published checkpoint (a saved model_index.json names the shipped modules instead; remote_code maps them back).
 _LIBRARY = "sradm_diffusers"
 
 
@@ -42,8 +43,8 @@ class SRADMPipeline(DiffusionPipeline):
     ``up`` the MATLAB-compatible bicubic upsample (:func:`sradm_diffusers.imresize`).
 
     Args:
-        unet: the noise predictor.
-        lr_encoder: the RRDB encoder (frozen during diffusion training).
+        unet: the noise predictor (:class:`~sradm_diffusers.SRADMUNet`).
+        lr_encoder: the RRDB encoder (:class:`~sradm_diffusers.RRDBEncoder`, frozen during diffusion training).
         scheduler: any diffusers scheduler; the stored default is ``DDPMScheduler`` with the reference's 100-step
             cosine schedule and x_0 clipped to [-1, 1], the residual's range.
         upscale_factor: SR factor s; must equal both components' ``upscale_factor``.
@@ -56,8 +57,10 @@ class SRADMPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        unet: SRADMUNet,
-        lr_encoder: RRDBEncoder,
+        # ModelMixin, not the concrete classes: loaded from the code shipped in a saved folder, the components'
+        # classes come from their own files (unet/sradm_unet.py ...), copies of those the pipeline file defines.
+        unet: ModelMixin,
+        lr_encoder: ModelMixin,
         scheduler: SchedulerMixin,
         upscale_factor: int | None = None,
         residual_scale: float = 2.0,
@@ -111,6 +114,46 @@ class SRADMPipeline(DiffusionPipeline):
             if isinstance(value, (tuple, list)) and len(value) == 2 and str(value[0]).startswith(_LIBRARY + "."):
                 kwargs[name] = (_LIBRARY, value[1])
         super().register_to_config(**kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        # A saved folder names the modules it ships for trust_remote_code loading; where this package is installed,
+        # its own classes load instead (remote_code.installed_model_index).
+        loaded = super().load_config(*args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (installed_model_index(loaded[0]), *loaded[1:])
+        return installed_model_index(loaded)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> None:
+        """``DiffusionPipeline.save_pretrained``, plus the code that lets diffusers load the folder without this
+        package: ``pipeline_sradm.py`` and ``unet/``, ``lr_encoder/`` modules generated from the package's source
+        (:mod:`sradm_diffusers.remote_code`), named in ``model_index.json``. With ``push_to_hub=True`` the folder is
+        uploaded once those files are written (diffusers' keyword arguments: ``repo_id``, ``token``, ``private``...).
+        """
+        hub = {k: kwargs.pop(k) for k in ("commit_message", "private", "create_pr", "token", "repo_id") if k in kwargs}
+        super().save_pretrained(
+            save_directory, safe_serialization, variant, max_shard_size, push_to_hub=False, **kwargs
+        )
+        write_remote_code(self, save_directory)
+        if push_to_hub:
+            from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
+            from huggingface_hub import create_repo
+
+            token = hub.get("token")
+            repo_id = hub.get("repo_id", os.fspath(save_directory).split(os.path.sep)[-1])
+            repo_id = create_repo(repo_id, exist_ok=True, private=hub.get("private"), token=token).repo_id
+            card = populate_model_card(load_or_create_model_card(repo_id, token=token, is_pipeline=True))
+            card.save(os.path.join(save_directory, "README.md"))
+            self._upload_folder(save_directory, repo_id, token=token, commit_message=hub.get("commit_message"),
+                                create_pr=hub.get("create_pr", False))
 
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:

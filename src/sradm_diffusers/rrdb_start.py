@@ -14,8 +14,7 @@ from __future__ import annotations
 import numbers
 
 import torch
-
-from .models import RRDBEncoder
+from diffusers import ModelMixin
 
 
 def check_strength(strength, num_inference_steps: int) -> None:
@@ -44,7 +43,7 @@ def truncate_timesteps(scheduler, num_inference_steps: int, strength: float) -> 
     return scheduler.timesteps[begin:]
 
 
-def upscale_halo(lr_encoder: RRDBEncoder) -> int:
+def upscale_halo(lr_encoder: ModelMixin) -> int:
     """LR pixels of context that ``lr_encoder.upscale`` reads around an output pixel: the whole trunk's
     convolutions, the HR head's (at most one LR pixel each after the upsampling) and the bicubic skip's (2)."""
 
@@ -57,7 +56,7 @@ def upscale_halo(lr_encoder: RRDBEncoder) -> int:
     return sum(radius(conv) for conv in trunk) + sum(radius(conv) for conv in head) + 2
 
 
-def rrdb_upscale(lr_encoder: RRDBEncoder, lr: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = None) -> torch.Tensor:
     """``lr_encoder.upscale(lr)`` for lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w), optionally computed on
     ``tile`` x ``tile`` LR tiles each read with an :func:`upscale_halo` margin (the same result in bounded memory)."""
     lr = lr.to(dtype=lr_encoder.dtype)
@@ -78,7 +77,7 @@ def rrdb_upscale(lr_encoder: RRDBEncoder, lr: torch.Tensor, tile: int | None = N
 
 
 def rrdb_residual(
-    lr_encoder: RRDBEncoder, lr: torch.Tensor, up: torch.Tensor, residual_scale: float, tile: int | None = None
+    lr_encoder: ModelMixin, lr: torch.Tensor, up: torch.Tensor, residual_scale: float, tile: int | None = None
 ) -> torch.Tensor:
     """x0_rrdb = (clamp(rrdb_sr) - up) * residual_scale, clamped to the model's [-1, 1] range.
 

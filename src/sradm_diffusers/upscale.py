@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from .atomic import check_writable_folder, replacing
+from .memory import trim_heap_after_each_call
 from .resources import DEMO_MODEL
 from .rrdb_start import check_strength
 
@@ -183,6 +184,7 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
         pipe.to(device)
     except Exception as error:  # noqa: BLE001
         raise UsageError(f"cannot move the model to {device}: {one_line(error)}") from error
+    trim_heap_after_each_call(pipe.unet)  # bounded RSS for large, tiled photos (see its docstring)
     return pipe
 
 
