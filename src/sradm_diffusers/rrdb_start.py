@@ -14,7 +14,10 @@ from __future__ import annotations
 import numbers
 
 import torch
+import torch.nn.functional as F
 from diffusers import ModelMixin
+
+from .imresize import imresize
 
 
 def check_strength(strength, num_inference_steps: int) -> None:
@@ -43,33 +46,45 @@ def truncate_timesteps(scheduler, num_inference_steps: int, strength: float) -> 
     return scheduler.timesteps[begin:]
 
 
-def upscale_halo(lr_encoder: ModelMixin) -> int:
-    """LR pixels of context that ``lr_encoder.upscale`` reads around an output pixel: the whole trunk's
-    convolutions, the HR head's (at most one LR pixel each after the upsampling) and the bicubic skip's (2)."""
-
-    def radius(conv: torch.nn.Conv2d) -> int:
-        return max(k // 2 for k in conv.kernel_size)
-
-    trunk = [lr_encoder.conv_first, lr_encoder.trunk_conv]
-    trunk += [m for block in lr_encoder.blocks for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
+def head_halo(lr_encoder: ModelMixin) -> int:
+    """LR pixels of context that the HR head of ``lr_encoder.upscale`` reads around an output pixel, given the
+    trunk's features: its convolutions (at most one LR pixel each, as they run after upsampling) and the bicubic
+    skip's (2)."""
     head = [*lr_encoder.upsample_convs, lr_encoder.hr_conv, lr_encoder.conv_last]
-    return sum(radius(conv) for conv in trunk) + sum(radius(conv) for conv in head) + 2
+    return sum(max(k // 2 for k in conv.kernel_size) for conv in head) + 2
+
+
+def _head(lr_encoder: ModelMixin, trunk: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """The HR head of ``lr_encoder.upscale``: trunk features (B, F, h, w) of ``lr`` (B, 3, h, w) -> (B, 3, sh, sw)."""
+    h = trunk
+    for conv in lr_encoder.upsample_convs:
+        h = F.leaky_relu(conv(F.interpolate(h, scale_factor=2, mode="nearest")), negative_slope=0.2)
+    out = lr_encoder.conv_last(F.leaky_relu(lr_encoder.hr_conv(h), negative_slope=0.2))
+    if lr_encoder.config.bicubic_skip:
+        return imresize(lr, lr_encoder.config.upscale_factor) + 2 * out
+    return out * 2 - 1
 
 
 def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = None) -> torch.Tensor:
-    """``lr_encoder.upscale(lr)`` for lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w), optionally computed on
-    ``tile`` x ``tile`` LR tiles each read with an :func:`upscale_halo` margin (the same result in bounded memory)."""
+    """``lr_encoder.upscale(lr)`` for lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w).
+
+    With ``tile``, in bounded memory: the trunk runs once on the whole image at LR size (small), and the HR head,
+    whose feature maps are what costs memory, on ``tile`` x ``tile`` LR tiles each read with a :func:`head_halo`
+    margin, so the result equals the whole-image one.
+    """
     lr = lr.to(dtype=lr_encoder.dtype)
     height, width = lr.shape[-2:]
     if tile is None or (height <= tile and width <= tile):
         return lr_encoder.upscale(lr)
-    scale, halo = lr_encoder.config.upscale_factor, upscale_halo(lr_encoder)
+    scale, halo = lr_encoder.config.upscale_factor, head_halo(lr_encoder)
+    trunk, _ = lr_encoder._trunk(lr)
     out = lr.new_empty(lr.shape[0], 3, height * scale, width * scale)
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             bottom, right = min(top + tile, height), min(left + tile, width)
             y0, x0 = max(top - halo, 0), max(left - halo, 0)
-            patch = lr_encoder.upscale(lr[:, :, y0 : min(bottom + halo, height), x0 : min(right + halo, width)])
+            y1, x1 = min(bottom + halo, height), min(right + halo, width)
+            patch = _head(lr_encoder, trunk[:, :, y0:y1, x0:x1], lr[:, :, y0:y1, x0:x1])
             out[:, :, top * scale : bottom * scale, left * scale : right * scale] = patch[
                 :, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale
             ]
