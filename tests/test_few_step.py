@@ -108,12 +108,14 @@ def test_rrdb_start_with_euler_scales_the_noised_residual(tiny_pipe, lr_image):
     torch.testing.assert_close(calls[0][0][:, :, :116, :148], expected, atol=1e-5, rtol=0)
 
 
-def test_tiled_rrdb_upscale_equals_the_whole_image(tiny_pipe, lr_image):
+def test_tiled_rrdb_upscale_equals_the_whole_image(tiny_pipe, demo_pipe, lr_image):
     lr = preprocess(lr_image)
-    with torch.no_grad():
-        whole = tiny_pipe.lr_encoder.upscale(lr)
-        tiled = rrdb_upscale(tiny_pipe.lr_encoder, lr, tile=8)
-    torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=0)
+    for pipe in (tiny_pipe, demo_pipe):  # without and with the encoder's bicubic skip
+        with torch.no_grad():
+            whole = pipe.lr_encoder.upscale(lr)
+            tiled = rrdb_upscale(pipe.lr_encoder, lr, tile=8)
+        torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=0)
+    assert tiny_pipe.lr_encoder.config.bicubic_skip != demo_pipe.lr_encoder.config.bicubic_skip
 
 
 def test_rrdb_start_with_tiling_matches_untiled(tiny_pipe, lr_image):
