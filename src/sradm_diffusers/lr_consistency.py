@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .imresize import imresize
+from .prediction import predicted_x0, model_output_for
 
 BACK_PROJECTION_ITERATIONS = 4
 """Back-projection iterations per denoising step (each is one ``imresize`` down and up of the HR image)."""
@@ -83,35 +84,5 @@ class LRConsistency:
             model_input: ``scheduler.scale_model_input(x_t, t)``, the tensor the U-Net saw.
             t: the current timestep.
         """
-        alpha_bar = _alpha_bar(scheduler, t).to(device=model_input.device, dtype=torch.float32)
-        a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        x_t, output = model_input.float(), model_output.float()
-        prediction = scheduler.config.prediction_type
-        if prediction == "epsilon":
-            x0 = (x_t - b * output) / a
-        elif prediction == "sample":
-            x0 = output
-        elif prediction == "v_prediction":
-            x0 = a * x_t - b * output
-        else:
-            raise ValueError(
-                f"lr_consistency supports prediction_type epsilon, sample or v_prediction; the scheduler has "
-                f"{prediction!r}."
-            )
-        x0 = self.project(x0.clamp(-1.0, 1.0))
-        if prediction == "sample":
-            return x0.to(model_output.dtype)
-        eps = (x_t - a * x0) / b
-        corrected = eps if prediction == "epsilon" else a * eps - b * x0
-        return corrected.to(model_output.dtype)
-
-
-def _alpha_bar(scheduler, t) -> torch.Tensor:
-    """abar_t of the current step: from the scheduler's sigma when it tracks one (Euler, DPM-Solver, UniPC:
-    sigma^2 = (1 - abar) / abar), else from ``alphas_cumprod`` at the integer timestep (DDPM, DDIM)."""
-    step_index = getattr(scheduler, "step_index", None)
-    sigmas = getattr(scheduler, "sigmas", None)
-    if step_index is not None and sigmas is not None and type(scheduler).__name__.startswith("Euler"):
-        sigma = sigmas[step_index].float()
-        return 1.0 / (1.0 + sigma**2)
-    return scheduler.alphas_cumprod[int(round(float(t)))].float()
+        x0 = self.project(predicted_x0(scheduler, model_output, model_input, t).clamp(-1.0, 1.0))
+        return model_output_for(scheduler, x0, model_input, t, model_output.dtype)

@@ -19,7 +19,9 @@ from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postproces
 from .imresize import imresize
 from .lr_consistency import FINAL_ITERATIONS, LRConsistency
 from .memory import check_sampling_memory
+from .prediction import clip_model_output, needs_x0_clipping
 from .remote_code import installed_model_index, write_remote_code
+from .rrdb_start import check_strength, rrdb_residual, truncate_timesteps
 from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
 
 # Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
@@ -287,6 +289,7 @@ class SRADMPipeline(DiffusionPipeline):
         | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         lr_consistency: bool = False,
+        strength: float = 1.0,
     ) -> ImagePipelineOutput | tuple:
         """Super-resolve ``image`` by ``upscale_factor``.
 
@@ -305,6 +308,9 @@ class SRADMPipeline(DiffusionPipeline):
                 gets); a returned "latents" replaces the current x_t. Setting ``pipe._interrupt`` stops sampling.
             lr_consistency: back-project the predicted x_0 at every step (and the result) so that
                 ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.lr_consistency`).
+            strength: in (0, 1]. Below 1, start from the RRDB head's residual noised to an intermediate timestep
+                and run only the last ``int(num_inference_steps * strength)`` steps (SDEdit / img2img;
+                :mod:`sradm_diffusers.rrdb_start`); ``latents`` is then the noise added. 1: from pure noise.
 
         Examples:
 
@@ -314,6 +320,7 @@ class SRADMPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(num_inference_steps, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
+        check_strength(strength, num_inference_steps)
         device = self._execution_device
         scale = self.config.upscale_factor
 
@@ -328,8 +335,9 @@ class SRADMPipeline(DiffusionPipeline):
         pad_h, pad_w = self._lr_padding(height, width)
         # Encoder and conditioning once per input image; its K samples share them.
         predict_noise = self.noise_predictor(_pad_bottom_right(lr, pad_h, pad_w))
+        lr_per_image, up_per_image = lr, imresize(lr, scale).clamp(-1.0, 1.0)
         lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
-        up = imresize(lr, scale).clamp(-1.0, 1.0)
+        up = up_per_image.repeat_interleave(num_images_per_prompt, dim=0)
 
         consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
@@ -342,17 +350,29 @@ class SRADMPipeline(DiffusionPipeline):
         latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
+        timesteps = self.scheduler.timesteps
+        if strength < 1.0:
+            timesteps = truncate_timesteps(self.scheduler, num_inference_steps, strength)
+            tile = self.tiling[0] if self.tiling is not None else None
+            x0 = rrdb_residual(self.lr_encoder, lr_per_image, up_per_image, self.config.residual_scale, tile)
+            x0 = x0.repeat_interleave(num_images_per_prompt, dim=0).to(latents.dtype)
+            x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)
+            latents = self.scheduler.add_noise(x0, latents, timesteps[:1])
+        else:
+            latents = latents * self.scheduler.init_noise_sigma
+        clip_x0 = needs_x0_clipping(self.scheduler)  # e.g. Euler, which cannot clip x_0 itself
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        self._num_timesteps = len(self.scheduler.timesteps)
+        self._num_timesteps = len(timesteps)
         self._interrupt = False
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             if self.interrupt:
                 continue
             model_input = self.scheduler.scale_model_input(latents, t)
             noise_pred = predict_noise(model_input, t)
             if consistency is not None:
                 noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
+            elif clip_x0:
+                noise_pred = clip_model_output(self.scheduler, noise_pred, model_input, t)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": latents}

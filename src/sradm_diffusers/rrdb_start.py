@@ -1,0 +1,106 @@
+"""Starting the reverse process from the RRDB head's own SR image instead of from pure noise (``strength < 1``).
+
+The RRDB encoder is also a regression SR network (``lr_encoder.upscale``, the "rrdb" baseline). Its residual
+``x0_rrdb = (rrdb_sr - up(LR)) * residual_scale`` is a good guess of x_0 that lacks fine detail. As in SDEdit and
+diffusers' img2img pipelines, ``pipe(image, strength=s)`` noises that guess to an intermediate timestep,
+``x_t = scheduler.add_noise(x0_rrdb, noise, t_start)``, and denoises only from there: of the scheduler's
+``num_inference_steps`` timesteps, the last ``int(num_inference_steps * s)`` run. The noise at t_start is strong
+enough to let the model replace the regression's blur by sampled detail, while the low frequencies (which the
+RRDB gets right) survive. ``strength=1`` is sampling from pure noise.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+from diffusers import ModelMixin
+
+from .imresize import imresize
+
+
+def check_strength(strength, num_inference_steps: int) -> None:
+    """``strength`` must be a real number in (0, 1] that leaves at least one of the ``num_inference_steps`` steps."""
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise TypeError(f"strength must be a float in (0, 1], got {type(strength).__name__} {strength!r}.")
+    if not (0.0 < float(strength) <= 1.0):
+        raise ValueError(f"strength must be in (0, 1] (1 = start from pure noise), got {strength!r}.")
+    if int(num_inference_steps * float(strength)) < 1:
+        raise ValueError(
+            f"strength={strength!r} with num_inference_steps={num_inference_steps} runs no denoising step "
+            f"(int(steps * strength) = 0); raise strength to at least {1 / num_inference_steps:.3g} or use more steps."
+        )
+
+
+def truncate_timesteps(scheduler, num_inference_steps: int, strength: float) -> torch.Tensor:
+    """The timesteps that ``strength`` runs, after ``scheduler.set_timesteps(num_inference_steps)``.
+
+    Skips the first ``num_inference_steps - int(num_inference_steps * strength)`` steps (times the scheduler's
+    ``order`` entries) and tells the scheduler where it starts (``set_begin_index``), as diffusers' img2img does.
+    """
+    run = min(int(num_inference_steps * strength), num_inference_steps)
+    begin = (num_inference_steps - run) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    return scheduler.timesteps[begin:]
+
+
+def head_halo(lr_encoder: ModelMixin) -> int:
+    """LR pixels of context that the HR head of ``lr_encoder.upscale`` reads around an output pixel, given the
+    trunk's features: its convolutions (at most one LR pixel each, as they run after upsampling) and the bicubic
+    skip's (2)."""
+    head = [*lr_encoder.upsample_convs, lr_encoder.hr_conv, lr_encoder.conv_last]
+    return sum(max(k // 2 for k in conv.kernel_size) for conv in head) + 2
+
+
+def _head(lr_encoder: ModelMixin, trunk: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """The HR head of ``lr_encoder.upscale``: trunk features (B, F, h, w) of ``lr`` (B, 3, h, w) -> (B, 3, sh, sw)."""
+    h = trunk
+    for conv in lr_encoder.upsample_convs:
+        h = F.leaky_relu(conv(F.interpolate(h, scale_factor=2, mode="nearest")), negative_slope=0.2)
+    out = lr_encoder.conv_last(F.leaky_relu(lr_encoder.hr_conv(h), negative_slope=0.2))
+    if lr_encoder.config.bicubic_skip:
+        return imresize(lr, lr_encoder.config.upscale_factor) + 2 * out
+    return out * 2 - 1
+
+
+def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+    """``lr_encoder.upscale(lr)`` for lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w).
+
+    With ``tile``, in bounded memory: the trunk runs once on the whole image at LR size (small), and the HR head,
+    whose feature maps are what costs memory, on ``tile`` x ``tile`` LR tiles each read with a :func:`head_halo`
+    margin, so the result equals the whole-image one.
+    """
+    lr = lr.to(dtype=lr_encoder.dtype)
+    height, width = lr.shape[-2:]
+    if tile is None or (height <= tile and width <= tile):
+        return lr_encoder.upscale(lr)
+    scale, halo = lr_encoder.config.upscale_factor, head_halo(lr_encoder)
+    trunk, _ = lr_encoder._trunk(lr)
+    out = lr.new_empty(lr.shape[0], 3, height * scale, width * scale)
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            y0, x0 = max(top - halo, 0), max(left - halo, 0)
+            y1, x1 = min(bottom + halo, height), min(right + halo, width)
+            patch = _head(lr_encoder, trunk[:, :, y0:y1, x0:x1], lr[:, :, y0:y1, x0:x1])
+            out[:, :, top * scale : bottom * scale, left * scale : right * scale] = patch[
+                :, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale
+            ]
+    return out
+
+
+def rrdb_residual(
+    lr_encoder: ModelMixin, lr: torch.Tensor, up: torch.Tensor, residual_scale: float, tile: int | None = None
+) -> torch.Tensor:
+    """x0_rrdb = (clamp(rrdb_sr) - up) * residual_scale, clamped to the model's [-1, 1] range.
+
+    Args:
+        lr: (B, 3, h, w) in [-1, 1]; up: its ``imresize(lr, s)`` clamped to [-1, 1], (B, 3, s*h, s*w).
+    Returns:
+        float32 (B, 3, s*h, s*w) in [-1, 1].
+    """
+    sr = rrdb_upscale(lr_encoder, lr, tile).float().clamp(-1.0, 1.0)
+    return ((sr - up.float()) * residual_scale).clamp(-1.0, 1.0)
+
