@@ -92,6 +92,22 @@ def test_rrdb_start_with_ddim_begins_at_the_right_noised_residual(tiny_pipe, lr_
     assert len(calls) == 3
 
 
+def test_rrdb_start_runs_the_encoder_once_per_input_image_for_its_k_samples(tiny_pipe, lr_image):
+    tiny_pipe.scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler.config, timestep_spacing="trailing")
+    batches = []
+    tiny_pipe.lr_encoder.conv_first.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    noise = torch.randn(6, 3, 116, 148, generator=torch.Generator().manual_seed(5))
+    calls = record_unet_inputs(tiny_pipe)
+    tiny_pipe([lr_image, lr_image[::-1].copy()], num_inference_steps=10, strength=0.3, latents=noise,
+              num_images_per_prompt=3, output_type="pt")
+    assert batches == [2, 2]  # the conditioning features, then the RRDB output to start from: 2 images, not 6
+    x0 = independent_rrdb_residual(tiny_pipe, lr_image)
+    abar = DDPMScheduler.from_config(tiny_pipe.scheduler.config).alphas_cumprod[int(calls[0][1])]
+    for k in range(3):  # every sample of the first image starts from its residual, with its own noise
+        expected = abar.sqrt() * x0 + (1 - abar).sqrt() * noise[k : k + 1]
+        torch.testing.assert_close(calls[0][0][k : k + 1, :, :116, :148], expected, atol=1e-5, rtol=0)
+
+
 def test_rrdb_start_with_euler_scales_the_noised_residual(tiny_pipe, lr_image):
     tiny_pipe.scheduler = EulerDiscreteScheduler.from_config(tiny_pipe.scheduler.config, timestep_spacing="trailing")
     noise = torch.randn(1, 3, 116, 148, generator=torch.Generator().manual_seed(6))
