@@ -14,10 +14,7 @@ from __future__ import annotations
 import numbers
 
 import torch
-import torch.nn.functional as F
 from diffusers import ModelMixin
-
-from .imresize import imresize
 
 
 def check_strength(strength, num_inference_steps: int) -> None:
@@ -54,17 +51,6 @@ def head_halo(lr_encoder: ModelMixin) -> int:
     return sum(max(k // 2 for k in conv.kernel_size) for conv in head) + 2
 
 
-def _head(lr_encoder: ModelMixin, trunk: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-    """The HR head of ``lr_encoder.upscale``: trunk features (B, F, h, w) of ``lr`` (B, 3, h, w) -> (B, 3, sh, sw)."""
-    h = trunk
-    for conv in lr_encoder.upsample_convs:
-        h = F.leaky_relu(conv(F.interpolate(h, scale_factor=2, mode="nearest")), negative_slope=0.2)
-    out = lr_encoder.conv_last(F.leaky_relu(lr_encoder.hr_conv(h), negative_slope=0.2))
-    if lr_encoder.config.bicubic_skip:
-        return imresize(lr, lr_encoder.config.upscale_factor) + 2 * out
-    return out * 2 - 1
-
-
 def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = None) -> torch.Tensor:
     """``lr_encoder.upscale(lr)`` for lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w).
 
@@ -84,7 +70,7 @@ def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = No
             bottom, right = min(top + tile, height), min(left + tile, width)
             y0, x0 = max(top - halo, 0), max(left - halo, 0)
             y1, x1 = min(bottom + halo, height), min(right + halo, width)
-            patch = _head(lr_encoder, trunk[:, :, y0:y1, x0:x1], lr[:, :, y0:y1, x0:x1])
+            patch = lr_encoder.head(trunk[:, :, y0:y1, x0:x1], lr[:, :, y0:y1, x0:x1])
             out[:, :, top * scale : bottom * scale, left * scale : right * scale] = patch[
                 :, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale
             ]

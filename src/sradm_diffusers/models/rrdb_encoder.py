@@ -130,7 +130,13 @@ class RRDBEncoder(ModelMixin, ConfigMixin):
 
         The output is not clamped, so that the L1 training loss sees the raw prediction; clamp before display.
         """
-        h, _ = self._trunk(lr)
+        trunk, _ = self._trunk(lr)
+        return self.head(trunk, lr)
+
+    def head(self, trunk: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """The HR head of :meth:`upscale`: trunk features (B, F, h, w) of ``lr`` (B, 3, h, w) -> (B, 3, s*h, s*w).
+        Separate so that it can run on tiles of the trunk (:func:`sradm_diffusers.rrdb_start.rrdb_upscale`)."""
+        h = trunk
         for conv in self.upsample_convs:
             h = _lrelu(conv(F.interpolate(h, scale_factor=2, mode="nearest")))
         out = self.conv_last(_lrelu(self.hr_conv(h)))
