@@ -10,14 +10,18 @@ Paths:
   reference  the U-Net as it was at ``--reference-commit`` (before the fast path), checked out of git into a
              temporary folder and imported from there; contiguous layout, as the pipeline ran it.
   fast       this checkout: under ``torch.no_grad()`` the U-Net runs channels_last end to end with in-place
-             activations (``SRADMUNet.forward``); fp32, same outputs within 1e-4 (tests/test_fast_inference.py).
+             activations and the sliced Mish (``SRADMUNet.forward``, ``models/activations.py``); fp32, same outputs
+             within 1e-4 (tests/test_fast_inference.py). With ``--allocator keep`` (the default) in a process that
+             keeps freed memory (``memory.keep_freed_memory``), as ``sradm`` runs; ``--allocator glibc`` without.
   bf16       the fast path with the U-Net's weights and inputs in bfloat16 (``sradm upscale --dtype bf16``).
 
 Per case it prints the median ms per U-Net step (a direct ``unet(x_t, t, cond)`` call with ``cond`` from
 ``unet.condition``, as in the pipeline's loop), ms per output megapixel, the FLOPs of one step
 (``torch.utils.flop_counter.FlopCounterMode``, counted on the meta device) and the achieved GFLOP/s, and that as
 a percentage of the throughput of a plain 3x3 convolution (64 -> 64 channels, 256², channels_last, same dtype)
-timed in the same process just before. Random weights for div2k-x4 (the cost does not depend on their values);
+timed in the same process just before. "conv ms" is the step's convolutions alone: each of the U-Net's conv layers
+timed on its own recorded input, summed; no rewrite of the rest of the step can go below it, so reference ms /
+conv ms ("max x") is the largest speed-up left without faster convolution kernels. Random weights for div2k-x4 (the cost does not depend on their values);
 the bundled demo model's own weights for "demo".
 """
 
@@ -86,11 +90,38 @@ def step_flops(unet, side: int) -> int:
     return counter.get_total_flops()
 
 
-def measure(model: str, side: int, path: str, repeats: int, threads: int) -> dict:
+def conv_only_ms(unet, sample, timestep, cond, repeats: int) -> float:
+    """Sum of the medians of the step's convolutions, each timed alone on the input it got in the step."""
+    import torch
+    from torch import nn
+
+    recorded = []
+    hooks = [
+        module.register_forward_pre_hook(lambda module, args: recorded.append((module, args[0].clone())))
+        for module in unet.modules()
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module is not getattr(unet, "cond_proj", None)
+    ]
+    try:
+        with torch.no_grad():
+            unet(sample, timestep, cond)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        return sum(_median_ms(lambda: module(x), repeats) for module, x in recorded)
+
+
+def measure(model: str, side: int, path: str, repeats: int, threads: int, allocator: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     import sradm_diffusers
+
+    if allocator == "keep" and path != "reference":
+        from sradm_diffusers.memory import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise SystemExit("--allocator keep needs glibc")
 
     dtype = torch.bfloat16 if path == "bf16" else torch.float32
     unet = build_unet(model).to(dtype)
@@ -105,6 +136,8 @@ def measure(model: str, side: int, path: str, repeats: int, threads: int) -> dic
         cond = unet.condition(features.to(dtype))
         conv = conv_gflops(dtype, repeats=5)
         ms = _median_ms(lambda: unet(sample, timestep, cond), repeats)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the conv timing's copies
+    conv_ms = conv_only_ms(unet, sample, timestep, cond, repeats) if path != "reference" else float("nan")
     gflops = flops / ms / 1e6
     return {
         "model": model,
@@ -116,7 +149,8 @@ def measure(model: str, side: int, path: str, repeats: int, threads: int) -> dic
         "gflops": gflops,
         "conv_gflops": conv,
         "percent_of_conv": 100 * gflops / conv,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "conv_ms": conv_ms,
+        "peak_rss_mib": peak_rss_mib,
         "package": os.path.dirname(sradm_diffusers.__file__),
     }
 
@@ -130,7 +164,8 @@ def reference_checkout(commit: str, folder: str) -> str:
 
 def run_case(model: str, side: int, path: str, args, reference_src: str) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--case", f"{model}:{side}:{path}",
-               "--repeats", str(args.repeats if side < 1024 else args.repeats_large), "--threads", str(args.threads)]
+               "--repeats", str(args.repeats if side < 1024 else args.repeats_large), "--threads", str(args.threads),
+               "--allocator", args.allocator]
     env = dict(os.environ)
     if path == "reference":
         env["PYTHONPATH"] = reference_src + os.pathsep + env.get("PYTHONPATH", "")
@@ -151,18 +186,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole interleaved sweep; medians kept")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference-commit", default=DEFAULT_REFERENCE_COMMIT)
+    parser.add_argument("--allocator", choices=("glibc", "keep"), default="keep",
+                        help="C heap policy of the fast and bf16 paths: glibc's default, or keep freed memory "
+                             "(memory.keep_freed_memory, as sradm runs); the reference always runs glibc's default")
     parser.add_argument("--json", help="also write all results to this file")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case and print JSON
     args = parser.parse_args()
 
     if args.case:
         model, side, path = args.case.split(":")
-        print(json.dumps(measure(model, int(side), path, args.repeats, args.threads)))
+        print(json.dumps(measure(model, int(side), path, args.repeats, args.threads, args.allocator)))
         return
 
     paths = args.paths.split(",")
     print(f"{'model':<9} {'output':>9} {'path':<10} {'ms/step':>9} {'ms/MP':>9} {'GFLOP':>7} {'GFLOP/s':>8} "
-          f"{'conv GFLOP/s':>12} {'% conv':>7} {'speed-up':>8} {'peak RSS':>9}")
+          f"{'conv GFLOP/s':>12} {'% conv':>7} {'speed-up':>8} {'conv ms':>8} {'max x':>6} {'peak RSS':>9}")
     results = []
     with tempfile.TemporaryDirectory() as folder:
         reference_src = reference_checkout(args.reference_commit, folder) if "reference" in paths else ""
@@ -176,15 +214,19 @@ def main() -> None:
                 for path in paths:
                     runs = rounds[path]
                     result = dict(runs[0])
-                    for key in ("ms_per_step", "ms_per_megapixel", "gflops", "conv_gflops", "percent_of_conv"):
+                    for key in ("ms_per_step", "ms_per_megapixel", "gflops", "conv_gflops", "percent_of_conv", "conv_ms"):
                         result[key] = statistics.median(run[key] for run in runs)
                     result["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
                     base_ms = result["ms_per_step"] if path == "reference" else base_ms
                     speedup = f"{base_ms / result['ms_per_step']:.2f}x" if base_ms else "-"
+                    conv_ms = result["conv_ms"]
+                    ceiling = f"{base_ms / conv_ms:.2f}x" if base_ms and conv_ms == conv_ms else "-"
+                    conv_text = f"{conv_ms:.0f}" if conv_ms == conv_ms else "-"
                     print(
                         f"{model:<9} {side:>4}x{side:<4} {path:<10} {result['ms_per_step']:>9.0f} "
                         f"{result['ms_per_megapixel']:>9.0f} {result['gflop_per_step']:>7.1f} {result['gflops']:>8.1f} "
                         f"{result['conv_gflops']:>12.1f} {result['percent_of_conv']:>6.1f}% {speedup:>8} "
+                        f"{conv_text:>8} {ceiling:>6} "
                         f"{result['peak_rss_mib']:>6.0f} MiB",
                         flush=True,
                     )

@@ -5,10 +5,11 @@ run interleaved (``--rounds``) and medians are printed, so that a shared machine
 
     python benchmarks/bench_tiling.py                           # 510x339 -> 2040x1356, and 255x170 vs 510x340
     python benchmarks/bench_tiling.py --sizes 510x339 --tiles 128,96 --steps 2 --rounds 1
-    python benchmarks/bench_tiling.py --sizes 510x339 --allocator glibc,trim --rounds 2   # the CLI's heap trimming
+    python benchmarks/bench_tiling.py --sizes 510x339 --allocator glibc,trim,keep,keep+trim   # C heap policies
 
 ``--allocator``: ``glibc`` leaves the C allocator alone (the Python API's default); ``trim`` returns the heap's
-free pages after every U-Net call (``memory.trim_heap_after_each_call``), as ``sradm`` does.
+free pages after every U-Net call (``memory.trim_heap_after_each_call``); ``keep`` keeps freed memory in the
+process instead of faulting in fresh pages every step (``memory.keep_freed_memory``); ``keep+trim`` both.
 
 Prints per case: tiles, seconds per denoising step (median over steps after the first), seconds for the encoder
 and setup before the first step, peak RSS. Then the ratio of time per step for 4x the area.
@@ -30,13 +31,15 @@ def measure(width: int, height: int, tile: int, overlap: int, steps: int, thread
     import torch
 
     from sradm_diffusers import DEMO_MODEL, SRADMPipeline
-    from sradm_diffusers.memory import trim_heap_after_each_call
+    from sradm_diffusers.memory import keep_freed_memory, trim_heap_after_each_call
     from sradm_diffusers.tiling import plan_tiles, unet_alignment
 
     torch.set_num_threads(threads)
     pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)
     pipe.set_progress_bar_config(disable=True)
-    if allocator == "trim" and not trim_heap_after_each_call(pipe.unet):
+    if "keep" in allocator.split("+") and not keep_freed_memory():
+        raise SystemExit("--allocator keep needs glibc")
+    if "trim" in allocator.split("+") and not trim_heap_after_each_call(pipe.unet):
         raise SystemExit("--allocator trim needs glibc")
     if tile:
         pipe.enable_tiling(tile, overlap)
@@ -72,7 +75,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per call (the first one is not timed)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every case")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--allocator", default="glibc", help="glibc and/or trim, comma-separated")
+    parser.add_argument("--allocator", default="glibc", help="glibc, trim, keep, keep+trim; comma-separated")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
     args = parser.parse_args()
     if args.case:
@@ -91,13 +94,13 @@ def main() -> None:
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[(size, tile, allocator)].append(json.loads(out.strip().splitlines()[-1]))
             print(out.strip().splitlines()[-1], flush=True)  # each case as it finishes
-    print(f"{'LR':>9} {'alloc':>6} {'tile':>5} {'tiles':>6} {'tiled area':>10} {'s/step':>8} {'peak RSS MiB':>13}")
+    print(f"{'LR':>9} {'alloc':>9} {'tile':>5} {'tiles':>6} {'tiled area':>10} {'s/step':>8} {'peak RSS MiB':>13}")
     per_step = {}
     for (size, tile, allocator), runs in results.items():
         s = statistics.median(r["s_per_step"] for r in runs)
         rss = max(r["peak_rss_mib"] for r in runs)
         per_step[(size, tile, allocator)] = s
-        print(f"{size:>9} {allocator:>6} {tile:>5} {runs[0]['tiles']:>6} {runs[0]['tile_area_ratio']:>10.2f} {s:>8.2f} {rss:>13.0f}")
+        print(f"{size:>9} {allocator:>9} {tile:>5} {runs[0]['tiles']:>6} {runs[0]['tile_area_ratio']:>10.2f} {s:>8.2f} {rss:>13.0f}")
     sizes = args.sizes.split(",")
     for tile, allocator in ((t, a) for t in args.tiles.split(",") for a in args.allocator.split(",")):
         if "255x170" in sizes and "510x340" in sizes:

@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from sradm_diffusers.memory import _glibc
 
@@ -51,10 +52,25 @@ def test_freed_heap_pages_are_returned_after_the_call_and_kept_without_the_hook(
     assert kept_with_trim < 32, f"{kept_with_trim:.0f} MiB of freed tensors still resident after trimming"
 
 
-def test_the_command_line_pipeline_trims_after_every_unet_call(monkeypatch, model_dir):
-    from sradm_diffusers import upscale
+def test_the_command_line_pipeline_keeps_freed_memory_and_trims_only_while_tiling(monkeypatch, model_dir):
+    from sradm_diffusers import memory, upscale
 
-    hooked = []
-    monkeypatch.setattr(upscale, "trim_heap_after_each_call", lambda module: hooked.append(module) or True)
+    kept, trims = [], []
+    monkeypatch.setattr(upscale, "keep_freed_memory", lambda: kept.append(True) or True)
+
+    class FakeLibc:
+        def malloc_trim(self, pad):
+            trims.append(pad)
+
+    monkeypatch.setattr(memory, "_glibc", FakeLibc)
+    monkeypatch.setattr(memory, "release_free_heap", lambda: None)  # the memory check's trim, before each call
     pipe = upscale.load_pipeline(str(model_dir))
-    assert hooked == [pipe.unet]
+    assert kept == [True]
+    lr = torch.rand(1, 3, 16, 16)  # an image in [0, 1]
+    run = lambda: pipe(lr, num_inference_steps=2, output_type="pt")  # noqa: E731
+    run()
+    assert trims == []  # untiled: nothing to trim, the pages are reused by the next step
+    pipe.enable_tiling(tile_size=8, tile_overlap=2)
+    run()
+    tiles = len(pipe._tiles(torch.zeros(1, 3, 16, 16)))
+    assert tiles > 1 and trims == [0] * (2 * tiles)  # after every tile of every step

@@ -12,18 +12,14 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from sradm_diffusers import imresize
+from sradm_diffusers import build_pipeline, imresize
 from sradm_diffusers.image_processing import preprocess
 from sradm_diffusers.metrics import lr_psnr, to_uint8
 from sradm_diffusers.prediction import bound_x0, clip_model_output, needs_x0_clipping
 from sradm_diffusers.rrdb_start import rrdb_upscale
 from sradm_diffusers.upscale import set_scheduler
 
-
-def run(pipe, image, seed=0, **kwargs):
-    kwargs.setdefault("num_inference_steps", 4)
-    kwargs.setdefault("output_type", "pt")
-    return pipe(image, generator=torch.Generator().manual_seed(seed), **kwargs).images
+from pipeline_calls import run
 
 
 def record_unet_inputs(pipe) -> list[tuple[torch.Tensor, float]]:
@@ -42,7 +38,7 @@ def test_strength_one_is_the_pure_noise_path(tiny_pipe, lr_image, monkeypatch):
     def no_rrdb(*args, **kwargs):
         raise AssertionError("strength=1 must not use the RRDB start")
 
-    monkeypatch.setattr(tiny_pipe.lr_encoder, "upscale", no_rrdb)
+    monkeypatch.setattr(tiny_pipe.lr_encoder, "head", no_rrdb)
     same = run(tiny_pipe, lr_image, num_inference_steps=3, strength=1.0)
     torch.testing.assert_close(same, default, atol=0, rtol=0)
 
@@ -100,12 +96,34 @@ def test_rrdb_start_runs_the_encoder_once_per_input_image_for_its_k_samples(tiny
     calls = record_unet_inputs(tiny_pipe)
     tiny_pipe([lr_image, lr_image[::-1].copy()], num_inference_steps=10, strength=0.3, latents=noise,
               num_images_per_prompt=3, output_type="pt")
-    assert batches == [2, 2]  # the conditioning features, then the RRDB output to start from: 2 images, not 6
+    assert batches == [2]  # one pass gives the conditioning and the trunk of the RRDB start: 2 images, not 6
     x0 = independent_rrdb_residual(tiny_pipe, lr_image)
     abar = DDPMScheduler.from_config(tiny_pipe.scheduler.config).alphas_cumprod[int(calls[0][1])]
     for k in range(3):  # every sample of the first image starts from its residual, with its own noise
         expected = abar.sqrt() * x0 + (1 - abar).sqrt() * noise[k : k + 1]
         torch.testing.assert_close(calls[0][0][k : k + 1, :, :116, :148], expected, atol=1e-5, rtol=0)
+
+
+def test_rrdb_start_on_a_padded_image_uses_the_encoders_pass_over_the_padding(lr_image):
+    # The div2k-x4 U-Net needs HR sizes divisible by 8, so the 29x37 LR image is mirror-padded to 30x38; the RRDB
+    # start reuses the trunk of that padded image (computed once for the conditioning), cropped back to 116x148.
+    torch.manual_seed(0)
+    pipe = build_pipeline("div2k-x4")  # random weights: the test checks where the start comes from, not quality
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    noise = torch.randn(1, 3, 116, 148, generator=torch.Generator().manual_seed(8))
+    calls = record_unet_inputs(pipe)
+    pipe(lr_image, num_inference_steps=10, strength=0.1, latents=noise, output_type="pt")
+    assert len(calls) == 1 and calls[0][0].shape[-2:] == (120, 152)
+
+    lr = preprocess(lr_image)
+    padded = torch.nn.functional.pad(lr, (0, 1, 0, 1), mode="reflect")
+    with torch.no_grad():
+        sr = pipe.lr_encoder.upscale(padded)[:, :, :116, :148].clamp(-1, 1)
+    x0 = ((sr - imresize(lr, 4).clamp(-1, 1)) * pipe.config.residual_scale).clamp(-1, 1)
+    abar = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod[int(calls[0][1])]
+    expected = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    torch.testing.assert_close(calls[0][0][:, :, :116, :148], expected, atol=1e-5, rtol=0)
 
 
 def test_rrdb_start_with_euler_scales_the_noised_residual(tiny_pipe, lr_image):

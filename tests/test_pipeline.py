@@ -12,11 +12,7 @@ from diffusers import (
 
 from sradm_diffusers import SRADMPipeline, build_pipeline, imresize
 
-
-def run(pipe, image, seed=0, **kwargs):
-    kwargs.setdefault("num_inference_steps", 4)
-    kwargs.setdefault("output_type", "pt")
-    return pipe(image, generator=torch.Generator().manual_seed(seed), **kwargs).images
+from pipeline_calls import run
 
 
 @pytest.mark.parametrize("factor", [4, 8])

@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+from typing import Callable
 
 import torch
 
@@ -63,6 +64,7 @@ def available_bytes(device: torch.device | str | None = None) -> int | None:
     device = torch.device(device or "cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         return int(torch.cuda.mem_get_info(device)[0])
+    release_free_heap()  # what this process has freed but kept (``keep_freed_memory``) is available too
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -116,20 +118,54 @@ def _glibc():
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
-def trim_heap_after_each_call(module: torch.nn.Module) -> bool:
+# mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 2**30) -> bool:
+    """Make glibc keep freed memory for reuse instead of giving it back to the OS and faulting it in again.
+
+    By default glibc serves blocks above 32 MiB with fresh ``mmap`` calls and returns heap tops above 64 MiB, so
+    every denoising step faults in new, zeroed pages for its large activations: at a 1024x1024 output, 2.4 GiB of
+    page faults per demo U-Net step, a third of its time (``benchmarks/bench_sampling.py --allocator``). After
+    this call blocks up to ``mmap_threshold`` bytes come from the heap, and freed heap memory stays in the process
+    for the next step. It is process wide and cannot be undone, so the library never calls it on import:
+    ``sradm`` does, and API users who sample repeatedly in a process of their own may. Peak resident memory grows
+    a little (freed gaps are kept); ``trim_heap_after_each_call`` bounds that for large tiled photos. Returns
+    False where it does not apply (not glibc, or glibc refused the threshold).
+    """
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    )
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS now (glibc's ``malloc_trim``; nothing elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def trim_heap_after_each_call(module: torch.nn.Module, only_if: Callable[[], bool] | None = None) -> bool:
     """Return the C heap's free pages to the OS after every forward of ``module`` (glibc's ``malloc_trim``).
 
-    glibc keeps freed blocks of up to 32 MiB in the process's heap, and tiled sampling interleaves per-tile U-Net
-    activations with whole-image tensors, so the heap fragments and its freed gaps stay resident. Trimming after
-    each U-Net call (each tile) gives them back; the next call faults in fresh pages only for what it needs. The
-    ``sradm`` command line does this for its pipeline (``benchmarks/bench_tiling.py --allocator glibc,trim``
-    measures peak memory and time per step both ways). Returns False where it does not apply (not glibc).
+    Tiled sampling interleaves per-tile U-Net activations with whole-image tensors, so the heap fragments and its
+    freed gaps stay resident. Trimming after each U-Net call (each tile) gives them back; the next call faults in
+    fresh pages only for what it needs. ``only_if``: trim only when it returns True (``sradm`` trims while its
+    pipeline tiles; untiled, trimming would only refault the same pages every step).
+    ``benchmarks/bench_tiling.py --allocator glibc,trim,keep,keep+trim`` measures peak memory and time per step.
+    Returns False where it does not apply (not glibc).
     """
     libc = _glibc()
     if libc is None:
         return False
+
     def trim(module, inputs, output) -> None:  # returns None: a forward hook's return value replaces the output
-        libc.malloc_trim(0)
+        if only_if is None or only_if():
+            libc.malloc_trim(0)
 
     module.register_forward_hook(trim)
     return True

@@ -235,10 +235,19 @@ class SRADMPipeline(DiffusionPipeline):
             extra["generator"] = generator
         return extra
 
-    def encode_features(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR (B, 3, h, w) in [-1, 1], already padded -> encoder features (B, cond_channels, h, w). Once per image;
-        the U-Net conditions them inside its forward (so CPU-offload hooks cover every module)."""
-        return self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype)).to(dtype=self.unet.dtype)
+    def encode_features(self, lr: torch.Tensor, return_trunk: bool = False):
+        """LR (B, 3, h, w) in [-1, 1], already padded -> encoder features (B, cond_channels, h, w), once per image;
+        the U-Net conditions them inside its forward (so CPU-offload hooks cover every module). On the tiles of
+        ``enable_tiling`` when the image needs more than one. With ``return_trunk``, ``(features, trunk)``: the
+        encoder's trunk features (B, num_features, h, w) too, for the RRDB start of ``strength < 1``."""
+        tiles = self._tiles(lr)
+        if tiles is None:
+            out = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype), return_trunk=return_trunk)
+        else:
+            out = encode_features_tiled(self.lr_encoder, lr, self.tiling[0], return_trunk)
+        features, trunk = out if return_trunk else (out, None)
+        features = features.to(dtype=self.unet.dtype)
+        return (features, trunk) if return_trunk else features
 
     def unet_input_size(self, height: int, width: int) -> tuple[int, int]:
         """Largest HR (height, width) the U-Net sees at once for an LR input of height x width: the whole output,
@@ -247,24 +256,32 @@ class SRADMPipeline(DiffusionPipeline):
         limit = self.tiling[0] * scale if self.tiling is not None else max(height, width) * scale
         return min(height * scale, limit), min(width * scale, limit)
 
-    def noise_predictor(self, lr: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    def _tiles(self, lr: torch.Tensor):
+        """The HR tiles of ``enable_tiling`` for the padded LR image ``lr``; None when untiled or one tile."""
+        if self.tiling is None:
+            return None
+        scale, (tile_size, tile_overlap) = self.config.upscale_factor, self.tiling
+        align = unet_alignment(self.unet, scale)
+        tiles = plan_tiles(lr.shape[-2] * scale, lr.shape[-1] * scale, tile_size * scale, tile_overlap * scale, align)
+        return tiles if len(tiles) > 1 else None
+
+    def noise_predictor(
+        self, lr: torch.Tensor, features: torch.Tensor | None = None
+    ) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1]; x_t may hold K
         samples per image (batch B*K), which share the image's features and conditioning.
 
-        Untiled (or when the image fits in one tile): the U-Net on the whole image with ``encode_features(lr)``.
-        Tiled: :class:`~sradm_diffusers.tiling.TiledNoisePredictor` over the tiles of ``enable_tiling``.
+        ``features``: ``encode_features(lr)`` if already computed. Untiled (or when the image fits in one tile):
+        the U-Net on the whole image. Tiled: :class:`~sradm_diffusers.tiling.TiledNoisePredictor` over the tiles
+        of ``enable_tiling``.
         """
-        scale = self.config.upscale_factor
-        tiles = None
-        if self.tiling is not None:
-            tile_size, tile_overlap = self.tiling
-            align = unet_alignment(self.unet, scale)
-            tiles = plan_tiles(lr.shape[-2] * scale, lr.shape[-1] * scale, tile_size * scale, tile_overlap * scale, align)
-        if tiles is None or len(tiles) == 1:
+        if features is None:
             features = self.encode_features(lr)
+        tiles = self._tiles(lr)
+        if tiles is None:
             return lambda sample, t: self.unet(sample, t, lr_features=features).sample
-        features = encode_features_tiled(self.lr_encoder, lr, tile_size).to(dtype=self.unet.dtype)
-        return TiledNoisePredictor(self.unet, features, tiles, scale, ramp=tile_overlap * scale)
+        ramp = self.tiling[1] * self.config.upscale_factor
+        return TiledNoisePredictor(self.unet, features, tiles, self.config.upscale_factor, ramp=ramp)
 
     def _lr_padding(self, height: int, width: int) -> tuple[int, int]:
         """LR padding that makes the HR size a multiple of the U-Net's ``size_multiple``."""
@@ -333,9 +350,12 @@ class SRADMPipeline(DiffusionPipeline):
             )
         check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
         pad_h, pad_w = self._lr_padding(height, width)
-        # Encoder and conditioning once per input image; its K samples share them.
-        predict_noise = self.noise_predictor(_pad_bottom_right(lr, pad_h, pad_w))
-        lr_per_image, up_per_image = lr, imresize(lr, scale).clamp(-1.0, 1.0)
+        # Encoder and conditioning once per input image; its K samples share them. The RRDB start (strength < 1)
+        # reuses the encoder's trunk.
+        lr_padded = _pad_bottom_right(lr, pad_h, pad_w)
+        features, trunk = self.encode_features(lr_padded, return_trunk=True) if strength < 1 else (None, None)
+        predict_noise = self.noise_predictor(lr_padded, features)
+        up_per_image = imresize(lr, scale).clamp(-1.0, 1.0)
         lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
         up = up_per_image.repeat_interleave(num_images_per_prompt, dim=0)
 
@@ -354,7 +374,7 @@ class SRADMPipeline(DiffusionPipeline):
         if strength < 1.0:
             timesteps = truncate_timesteps(self.scheduler, num_inference_steps, strength)
             tile = self.tiling[0] if self.tiling is not None else None
-            x0 = rrdb_residual(self.lr_encoder, lr_per_image, up_per_image, self.config.residual_scale, tile)
+            x0 = rrdb_residual(self.lr_encoder, lr_padded, up_per_image, self.config.residual_scale, tile, trunk)
             x0 = x0.repeat_interleave(num_images_per_prompt, dim=0).to(latents.dtype)
             x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)
             latents = self.scheduler.add_noise(x0, latents, timesteps[:1])

@@ -51,19 +51,23 @@ def head_halo(lr_encoder: ModelMixin) -> int:
     return sum(max(k // 2 for k in conv.kernel_size) for conv in head) + 2
 
 
-def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+def rrdb_upscale(
+    lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = None, trunk: torch.Tensor | None = None
+) -> torch.Tensor:
     """``lr_encoder.upscale(lr)`` for lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w).
 
     With ``tile``, in bounded memory: the trunk runs once on the whole image at LR size (small), and the HR head,
     whose feature maps are what costs memory, on ``tile`` x ``tile`` LR tiles each read with a :func:`head_halo`
-    margin, so the result equals the whole-image one.
+    margin, so the result equals the whole-image one. ``trunk``: ``lr``'s trunk features when the caller has them
+    already (``lr_encoder(lr, return_trunk=True)``), so that the RRDB blocks do not run again.
     """
     lr = lr.to(dtype=lr_encoder.dtype)
     height, width = lr.shape[-2:]
+    if trunk is None:
+        trunk = lr_encoder(lr, return_trunk=True)[1]
     if tile is None or (height <= tile and width <= tile):
-        return lr_encoder.upscale(lr)
+        return lr_encoder.head(trunk, lr)
     scale, halo = lr_encoder.config.upscale_factor, head_halo(lr_encoder)
-    trunk, _ = lr_encoder._trunk(lr)
     out = lr.new_empty(lr.shape[0], 3, height * scale, width * scale)
     for top in range(0, height, tile):
         for left in range(0, width, tile):
@@ -78,15 +82,24 @@ def rrdb_upscale(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int | None = No
 
 
 def rrdb_residual(
-    lr_encoder: ModelMixin, lr: torch.Tensor, up: torch.Tensor, residual_scale: float, tile: int | None = None
+    lr_encoder: ModelMixin,
+    lr: torch.Tensor,
+    up: torch.Tensor,
+    residual_scale: float,
+    tile: int | None = None,
+    trunk: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x0_rrdb = (clamp(rrdb_sr) - up) * residual_scale, clamped to the model's [-1, 1] range.
 
     Args:
-        lr: (B, 3, h, w) in [-1, 1]; up: its ``imresize(lr, s)`` clamped to [-1, 1], (B, 3, s*h, s*w).
+        lr: (B, 3, h', w') in [-1, 1]: the LR image, possibly padded on the bottom/right (as the pipeline pads it
+            for the U-Net); rrdb_sr is cropped to ``up``'s size.
+        up: ``imresize`` of the unpadded LR image by s, clamped to [-1, 1], (B, 3, H, W) with H <= s*h'.
+        trunk: ``lr``'s trunk features if already computed (see :func:`rrdb_upscale`).
     Returns:
-        float32 (B, 3, s*h, s*w) in [-1, 1].
+        float32 (B, 3, H, W) in [-1, 1].
     """
-    sr = rrdb_upscale(lr_encoder, lr, tile).float().clamp(-1.0, 1.0)
+    height, width = up.shape[-2:]
+    sr = rrdb_upscale(lr_encoder, lr, tile, trunk)[:, :, :height, :width].float().clamp(-1.0, 1.0)
     return ((sr - up.float()) * residual_scale).clamp(-1.0, 1.0)
 

@@ -146,22 +146,26 @@ def tile_weights(tile: Tile, height: int, width: int, ramp: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def encode_features_tiled(lr_encoder: RRDBEncoder, lr: torch.Tensor, tile: int) -> torch.Tensor:
+def encode_features_tiled(lr_encoder: RRDBEncoder, lr: torch.Tensor, tile: int, return_trunk: bool = False):
     """The encoder's features of ``lr`` (B, 3, h, w) in [-1, 1], computed on ``tile`` x ``tile`` LR tiles, each
-    read with an :func:`encoder_halo` margin so that it equals the whole-image result. Returns (B, C, h, w)."""
+    read with an :func:`encoder_halo` margin so that it equals the whole-image result. Returns (B, C, h, w), or
+    with ``return_trunk`` ``(features, trunk)`` as ``lr_encoder(lr, return_trunk=True)`` (the trunk is one of the
+    features, so the halo covers it too)."""
     halo = encoder_halo(lr_encoder)
     height, width = lr.shape[-2:]
     lr = lr.to(dtype=lr_encoder.dtype)
-    features = None
+    wholes = None  # features, then the trunk when asked for
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             bottom, right = min(top + tile, height), min(left + tile, width)
             y0, x0 = max(top - halo, 0), max(left - halo, 0)
-            patch = lr_encoder(lr[:, :, y0 : min(bottom + halo, height), x0 : min(right + halo, width)])
-            if features is None:
-                features = patch.new_empty(lr.shape[0], patch.shape[1], height, width)
-            features[:, :, top:bottom, left:right] = patch[:, :, top - y0 : bottom - y0, left - x0 : right - x0]
-    return features
+            window = lr[:, :, y0 : min(bottom + halo, height), x0 : min(right + halo, width)]
+            patches = lr_encoder(window, return_trunk=True)[: 2 if return_trunk else 1]
+            if wholes is None:
+                wholes = [patch.new_empty(*patch.shape[:2], height, width) for patch in patches]
+            for whole, patch in zip(wholes, patches):
+                whole[:, :, top:bottom, left:right] = patch[:, :, top - y0 : bottom - y0, left - x0 : right - x0]
+    return tuple(wholes) if return_trunk else wholes[0]
 
 
 class TiledNoisePredictor:

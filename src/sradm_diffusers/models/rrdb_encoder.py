@@ -119,11 +119,16 @@ class RRDBEncoder(ModelMixin, ConfigMixin):
         collected.append(trunk)
         return trunk, collected
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        """Conditioning features: lr (B, 3, h, w) in [-1, 1] -> (B, ``out_channels``, h, w)."""
-        _, collected = self._trunk(lr)
+    def forward(self, lr: torch.Tensor, return_trunk: bool = False):
+        """Conditioning features: lr (B, 3, h, w) in [-1, 1] -> (B, ``out_channels``, h, w).
+
+        With ``return_trunk``, also the trunk features (B, ``num_features``, h, w) that :meth:`head` turns into the
+        regression SR image: ``(features, trunk)``, so that a caller needing both runs the RRDB blocks once.
+        """
+        trunk, collected = self._trunk(lr)
         stride = self.config.feature_stride
-        return torch.cat(collected[stride - 1 :: stride], dim=1)
+        features = torch.cat(collected[stride - 1 :: stride], dim=1)
+        return (features, trunk) if return_trunk else features
 
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
         """Regression SR (the RRDB baseline): lr (B, 3, h, w) in [-1, 1] -> (B, 3, s*h, s*w), about [-1, 1].

@@ -20,6 +20,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .activations import mish_
 from .attention import WindowAttention
 
 
@@ -54,7 +55,7 @@ class ConvMish(nn.Sequential):
             return super().forward(x)
         # Inference: Mish in the conv's own output buffer. A full-resolution elementwise op is memory bound on a
         # CPU and a fresh output (newly mapped pages) costs more than the op; autograd would need the input.
-        return F.mish(self[0](x), inplace=True)
+        return mish_(self[0](x))
 
 
 class ResidualBlock(nn.Module):
