@@ -62,15 +62,16 @@ class LRConsistency:
 
     def __init__(self, lr: torch.Tensor, up: torch.Tensor, scale: int, residual_scale: float):
         self.lr, self.up, self.scale, self.residual_scale = lr, up, scale, residual_scale
-        # x_0 lives in [-1, 1] (the scheduler clips it there), so SR stays within up +- 1/residual_scale.
-        self.low = torch.clamp(up - 1.0 / residual_scale, min=-1.0)
-        self.high = torch.clamp(up + 1.0 / residual_scale, max=1.0)
 
     def project(self, x0: torch.Tensor, iterations: int = BACK_PROJECTION_ITERATIONS) -> torch.Tensor:
         """Back-project a residual x_0 (B, 3, H', W') in model units; a padded border (H' > s*h) is left as is."""
         height, width = self.up.shape[-2:]
         inside = x0[:, :, :height, :width].float()
-        sr = back_project(self.up + inside / self.residual_scale, self.lr, self.scale, iterations, self.low, self.high)
+        # x_0 lives in [-1, 1] (the scheduler clips it there), so SR stays within up +- 1/residual_scale. Made per
+        # call rather than kept: two whole-image tensors less held through the sampling loop.
+        low = torch.clamp(self.up - 1.0 / self.residual_scale, min=-1.0)
+        high = torch.clamp(self.up + 1.0 / self.residual_scale, max=1.0)
+        sr = back_project(self.up + inside / self.residual_scale, self.lr, self.scale, iterations, low, high)
         projected = x0.clone()
         projected[:, :, :height, :width] = ((sr - self.up) * self.residual_scale).to(x0.dtype)
         return projected

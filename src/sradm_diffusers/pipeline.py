@@ -54,6 +54,11 @@ def _pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def _per_sample(x: torch.Tensor, samples: int) -> torch.Tensor:
+    """(B, ...) -> (B * samples, ...), each image repeated for its samples; ``x`` itself (no copy) for one."""
+    return x if samples == 1 else x.repeat_interleave(samples, dim=0)
+
+
 class SRADMPipeline(DiffusionPipeline):
     """Single-image super-resolution with SRADM.
 
@@ -356,8 +361,7 @@ class SRADMPipeline(DiffusionPipeline):
         features, trunk = self.encode_features(lr_padded, return_trunk=True) if strength < 1 else (None, None)
         predict_noise = self.noise_predictor(lr_padded, features)
         up_per_image = imresize(lr, scale).clamp(-1.0, 1.0)
-        lr = lr.repeat_interleave(num_images_per_prompt, dim=0)
-        up = up_per_image.repeat_interleave(num_images_per_prompt, dim=0)
+        lr, up = (_per_sample(x, num_images_per_prompt) for x in (lr, up_per_image))
 
         consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
@@ -375,9 +379,9 @@ class SRADMPipeline(DiffusionPipeline):
             timesteps = truncate_timesteps(self.scheduler, num_inference_steps, strength)
             tile = self.tiling[0] if self.tiling is not None else None
             x0 = rrdb_residual(self.lr_encoder, lr_padded, up_per_image, self.config.residual_scale, tile, trunk)
-            x0 = x0.repeat_interleave(num_images_per_prompt, dim=0).to(latents.dtype)
-            x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)
+            x0 = _pad_bottom_right(_per_sample(x0, num_images_per_prompt).to(latents.dtype), pad_h * scale, pad_w * scale)
             latents = self.scheduler.add_noise(x0, latents, timesteps[:1])
+            del x0, trunk  # whole-image tensors: not held through the loop
         else:
             latents = latents * self.scheduler.init_noise_sigma
         clip_x0 = needs_x0_clipping(self.scheduler)  # e.g. Euler, which cannot clip x_0 itself

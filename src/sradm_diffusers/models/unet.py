@@ -79,6 +79,7 @@ class ResidualBlock(nn.Module):
         h = self.block1(x)
         h += self.time_proj(temb)[:, :, None, None]
         out = self.block2(h)
+        del h  # one full-size map less alive while the skip branch runs
         out += self.skip(x)
         return out
 
@@ -306,7 +307,8 @@ class SRADMUNet(ModelMixin, ConfigMixin):
         h = self.mid_block2(h, temb)
 
         for i, level in enumerate(self.up_levels):
-            h = level(torch.cat([h, skips.pop()], dim=1), temb)
+            h = torch.cat([h, skips.pop()], dim=1)  # rebinding h frees its inputs before the level runs
+            h = level(h, temb)
             if i < len(self.upsamplers):
                 h = self.upsamplers[i](h)
 
