@@ -8,7 +8,7 @@ run interleaved (``--rounds``) and medians are printed, so that a shared machine
     python benchmarks/bench_tiling.py --sizes 510x339 --allocator glibc,trim,keep,keep+trim   # C heap policies
 
 ``--allocator``: ``glibc`` leaves the C allocator alone (the Python API's default); ``trim`` returns the heap's
-free pages after every U-Net call (``memory.trim_heap_after_each_call``); ``keep`` keeps freed memory in the
+free pages after every U-Net call (``memory.trim_heap_around_each_call``); ``keep`` keeps freed memory in the
 process instead of faulting in fresh pages every step (``memory.keep_freed_memory``); ``keep+trim`` both.
 
 Prints per case: tiles, seconds per denoising step (median over steps after the first), seconds for the encoder
@@ -31,7 +31,7 @@ def measure(width: int, height: int, tile: int, overlap: int, steps: int, thread
     import torch
 
     from sradm_diffusers import DEMO_MODEL, SRADMPipeline
-    from sradm_diffusers.memory import keep_freed_memory, trim_heap_after_each_call
+    from sradm_diffusers.memory import keep_freed_memory, trim_heap_around_each_call
     from sradm_diffusers.tiling import plan_tiles, unet_alignment
 
     torch.set_num_threads(threads)
@@ -39,7 +39,7 @@ def measure(width: int, height: int, tile: int, overlap: int, steps: int, thread
     pipe.set_progress_bar_config(disable=True)
     if "keep" in allocator.split("+") and not keep_freed_memory():
         raise SystemExit("--allocator keep needs glibc")
-    if "trim" in allocator.split("+") and not trim_heap_after_each_call(pipe.unet):
+    if "trim" in allocator.split("+") and not trim_heap_around_each_call(pipe.unet):
         raise SystemExit("--allocator trim needs glibc")
     if tile:
         pipe.enable_tiling(tile, overlap)

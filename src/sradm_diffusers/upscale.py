@@ -56,7 +56,7 @@ import torch
 
 from .atomic import check_writable_folder, replacing
 from .distributed import ProcessShare
-from .memory import keep_freed_memory, trim_heap_after_each_call
+from .memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
 from .rrdb_start import check_strength
 
@@ -191,7 +191,7 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
     # The C heap: keep freed activations for the next step instead of faulting in fresh pages (a third of a step at
     # 1024x1024), and hand the fragments back after every tile while tiling (bounded RSS for large photos).
     keep_freed_memory()
-    trim_heap_after_each_call(pipe.unet, only_if=lambda: pipe.tiling is not None)
+    trim_heap_around_each_call(pipe.unet, only_if=lambda: pipe.tiling is not None)
     return pipe
 
 
