@@ -379,7 +379,8 @@ class SRADMPipeline(DiffusionPipeline):
             timesteps = truncate_timesteps(self.scheduler, num_inference_steps, strength)
             tile = self.tiling[0] if self.tiling is not None else None
             x0 = rrdb_residual(self.lr_encoder, lr_padded, up_per_image, self.config.residual_scale, tile, trunk)
-            x0 = _pad_bottom_right(_per_sample(x0, num_images_per_prompt).to(latents.dtype), pad_h * scale, pad_w * scale)
+            x0 = _per_sample(x0, num_images_per_prompt).to(latents.dtype)
+            x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)
             latents = self.scheduler.add_noise(x0, latents, timesteps[:1])
             del x0, trunk  # whole-image tensors: not held through the loop
         else:
