@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import re
 from typing import Callable
@@ -109,7 +110,10 @@ def samples_per_batch(unet, height: int, width: int, samples: int, device=None) 
     return max(1, min(samples, int((budget / 2 - FIXED_BYTES) // max(one, 1))))
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc():
+    """The C library when it is glibc (has ``malloc_trim``), else None. Looked up once: ``find_library`` runs
+    ``ldconfig``, and the memory check calls this before every pipeline call."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None

@@ -16,6 +16,8 @@ import numbers
 import torch
 from diffusers import ModelMixin
 
+from .tiling import map_lr_tiles
+
 
 def check_strength(strength, num_inference_steps: int) -> None:
     """``strength`` must be a real number in (0, 1] that leaves at least one of the ``num_inference_steps`` steps."""
@@ -62,23 +64,12 @@ def rrdb_upscale(
     already (``lr_encoder(lr, return_trunk=True)``), so that the RRDB blocks do not run again.
     """
     lr = lr.to(dtype=lr_encoder.dtype)
-    height, width = lr.shape[-2:]
     if trunk is None:
         trunk = lr_encoder(lr, return_trunk=True)[1]
-    if tile is None or (height <= tile and width <= tile):
+    if tile is None:
         return lr_encoder.head(trunk, lr)
     scale, halo = lr_encoder.config.upscale_factor, head_halo(lr_encoder)
-    out = lr.new_empty(lr.shape[0], 3, height * scale, width * scale)
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            y0, x0 = max(top - halo, 0), max(left - halo, 0)
-            y1, x1 = min(bottom + halo, height), min(right + halo, width)
-            patch = lr_encoder.head(trunk[:, :, y0:y1, x0:x1], lr[:, :, y0:y1, x0:x1])
-            out[:, :, top * scale : bottom * scale, left * scale : right * scale] = patch[
-                :, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale
-            ]
-    return out
+    return map_lr_tiles(lambda t, x: (lr_encoder.head(t, x),), [trunk, lr], tile, halo, scale)[0]
 
 
 def rrdb_residual(

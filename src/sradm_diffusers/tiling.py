@@ -145,26 +145,41 @@ def tile_weights(tile: Tile, height: int, width: int, ramp: int) -> torch.Tensor
     return rows[:, None] * cols[None, :]
 
 
+def map_lr_tiles(fn, inputs: list[torch.Tensor], tile: int, halo: int, scale: int = 1) -> list[torch.Tensor]:
+    """``fn(*inputs)`` computed on ``tile`` x ``tile`` windows of the LR-sized ``inputs`` (B, C_i, h, w), each read
+    with a ``halo``-pixel margin; the part of ``fn``'s outputs (maps ``scale`` times the window's size) that belongs
+    to the window's own tile is pasted into the whole. Equals ``fn`` on the whole image when ``halo`` covers its
+    receptive field. ``fn`` returns a tuple of maps; so does this, assembled (B, C_j, scale*h, scale*w)."""
+    height, width = inputs[0].shape[-2:]
+    wholes = None
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            y0, x0 = max(top - halo, 0), max(left - halo, 0)
+            y1, x1 = min(bottom + halo, height), min(right + halo, width)
+            patches = fn(*(x[:, :, y0:y1, x0:x1] for x in inputs))
+            if wholes is None:
+                wholes = [p.new_empty(*p.shape[:2], height * scale, width * scale) for p in patches]
+            own = (slice(None), slice(None), slice((top - y0) * scale, (bottom - y0) * scale),
+                   slice((left - x0) * scale, (right - x0) * scale))
+            for whole, patch in zip(wholes, patches):
+                whole[:, :, top * scale : bottom * scale, left * scale : right * scale] = patch[own]
+    return wholes
+
+
 @torch.no_grad()
 def encode_features_tiled(lr_encoder: RRDBEncoder, lr: torch.Tensor, tile: int, return_trunk: bool = False):
     """The encoder's features of ``lr`` (B, 3, h, w) in [-1, 1], computed on ``tile`` x ``tile`` LR tiles, each
     read with an :func:`encoder_halo` margin so that it equals the whole-image result. Returns (B, C, h, w), or
     with ``return_trunk`` ``(features, trunk)`` as ``lr_encoder(lr, return_trunk=True)`` (the trunk is one of the
     features, so the halo covers it too)."""
-    halo = encoder_halo(lr_encoder)
-    height, width = lr.shape[-2:]
-    lr = lr.to(dtype=lr_encoder.dtype)
-    wholes = None  # features, then the trunk when asked for
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            y0, x0 = max(top - halo, 0), max(left - halo, 0)
-            window = lr[:, :, y0 : min(bottom + halo, height), x0 : min(right + halo, width)]
-            patches = lr_encoder(window, return_trunk=True)[: 2 if return_trunk else 1]
-            if wholes is None:
-                wholes = [patch.new_empty(*patch.shape[:2], height, width) for patch in patches]
-            for whole, patch in zip(wholes, patches):
-                whole[:, :, top:bottom, left:right] = patch[:, :, top - y0 : bottom - y0, left - x0 : right - x0]
+    kept = 2 if return_trunk else 1  # the trunk is assembled only when asked for
+    wholes = map_lr_tiles(
+        lambda window: lr_encoder(window, return_trunk=True)[:kept],
+        [lr.to(dtype=lr_encoder.dtype)],
+        tile,
+        encoder_halo(lr_encoder),
+    )
     return tuple(wholes) if return_trunk else wholes[0]
 
 
