@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from sradm_diffusers import imresize
-from sradm_diffusers.metrics import psnr_rgb, psnr_y, to_uint8
+from sradm_diffusers.metrics.quality import psnr_rgb, psnr_y, to_uint8
 from sradm_diffusers.upscale import load_pipeline, set_scheduler
 
 

@@ -96,8 +96,8 @@ def in_process(hr_dir: str, repeats: int, threads: int | None = None) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
-    from sradm_diffusers import metrics as M
-    from sradm_diffusers.evaluation import Evaluator, iter_folder
+    from sradm_diffusers.metrics import quality as M
+    from sradm_diffusers.metrics.evaluation import Evaluator, iter_folder
 
     load_times, compute_times = [], []
     for _ in range(repeats):

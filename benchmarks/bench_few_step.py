@@ -27,8 +27,8 @@ import time
 
 import torch
 
-from sradm_diffusers.evaluation import center_crop, make_lr, to_uint8_rgb
-from sradm_diffusers.metrics import compute_metrics, diversity_std, rgb_to_y, to_uint8
+from sradm_diffusers.metrics.evaluation import center_crop, make_lr, to_uint8_rgb
+from sradm_diffusers.metrics.quality import compute_metrics, diversity_std, rgb_to_y, to_uint8
 from sradm_diffusers.upscale import SCHEDULERS, load_image, load_pipeline, sample_generators, set_scheduler
 
 OPTIONS: dict[str, dict] = {

@@ -118,7 +118,7 @@ def measure(model: str, side: int, path: str, repeats: int, threads: int, alloca
     import sradm_diffusers
 
     if allocator == "keep" and path != "reference":
-        from sradm_diffusers.memory import keep_freed_memory
+        from sradm_diffusers.sampling.memory import keep_freed_memory
 
         if not keep_freed_memory():
             raise SystemExit("--allocator keep needs glibc")

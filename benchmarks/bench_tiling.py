@@ -31,8 +31,8 @@ def measure(width: int, height: int, tile: int, overlap: int, steps: int, thread
     import torch
 
     from sradm_diffusers import DEMO_MODEL, SRADMPipeline
-    from sradm_diffusers.memory import keep_freed_memory, trim_heap_around_each_call
-    from sradm_diffusers.tiling import plan_tiles, unet_alignment
+    from sradm_diffusers.sampling.memory import keep_freed_memory, trim_heap_around_each_call
+    from sradm_diffusers.sampling.tiling import plan_tiles, unet_alignment
 
     torch.set_num_threads(threads)
     pipe = SRADMPipeline.from_pretrained(DEMO_MODEL)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fit the sampling-memory model of ``sradm_diffusers.memory`` to measured peak RSS.
+"""Fit the sampling-memory model of ``sradm_diffusers.sampling.memory`` to measured peak RSS.
 
 Each measurement runs in a fresh process: build a preset's pipeline (random weights), read VmRSS, run one pipeline
 call (1 DDPM step, fp32, CPU) on a random LR image, read the peak RSS (``ru_maxrss``); the extra memory of the call
@@ -23,7 +23,7 @@ import json, resource, sys
 import numpy as np, torch
 torch.set_num_threads(1)
 from sradm_diffusers import build_pipeline
-from sradm_diffusers.memory import full_resolution_width, estimate_sampling_bytes
+from sradm_diffusers.sampling.memory import full_resolution_width, estimate_sampling_bytes
 preset, size, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pipe = build_pipeline(preset, upscale_factor=4)
 pipe.set_progress_bar_config(disable=True)

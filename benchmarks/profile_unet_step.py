@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from sradm_diffusers.memory import keep_freed_memory
+from sradm_diffusers.sampling.memory import keep_freed_memory
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sradm_diffusers import DEMO_MODEL, SRADMPipeline, imresize
-from sradm_diffusers.evaluation import center_crop, make_lr, to_uint8_rgb
+from sradm_diffusers.metrics.evaluation import center_crop, make_lr, to_uint8_rgb
 from sradm_diffusers.upscale import set_scheduler
 
 FAST_SAMPLERS = (("dpm", "SRADM DPM-20"), ("dpm-sde", "SRADM DPM-SDE-20"))

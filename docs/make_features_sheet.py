@@ -4,7 +4,7 @@
 
 Writes ``features_uncertainty.png``, ``features_interpolation.gif``, ``features_fusion.png`` and
 ``features_lr_consistency.png``, and prints the colour shift of SRADM against the bicubic upsample
-(:func:`sradm_diffusers.colour.colour_shift`) with and without ``lr_consistency`` over every photo in ``--hr-dir``.
+(:func:`sradm_diffusers.metrics.colour.colour_shift`) with and without ``lr_consistency`` over every photo in ``--hr-dir``.
 Each photo is its central ``--crop`` HR window, LR = ``imresize(HR, 1/4)`` rounded to uint8; samplers are the CLI's
 ``dpm-sde`` 20 steps (DDIM 20 for the interpolation); seeds are fixed, so the pictures are reproducible.
 """
@@ -19,12 +19,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from sradm_diffusers import DEMO_MODEL, SRADMPipeline
-from sradm_diffusers.colour import colour_shift
-from sradm_diffusers.evaluation import center_crop, make_lr, to_uint8_rgb
-from sradm_diffusers.fusion import fuse
-from sradm_diffusers.interpolation import interpolate
-from sradm_diffusers.metrics import lr_psnr, psnr_y, to_uint8
-from sradm_diffusers.uncertainty import sample_with_uncertainty, summary_images
+from sradm_diffusers.metrics.colour import colour_shift
+from sradm_diffusers.metrics.evaluation import center_crop, make_lr, to_uint8_rgb
+from sradm_diffusers.extras.fusion import fuse
+from sradm_diffusers.extras.interpolation import interpolate
+from sradm_diffusers.metrics.quality import lr_psnr, psnr_y, to_uint8
+from sradm_diffusers.extras.uncertainty import sample_with_uncertainty, summary_images
 from sradm_diffusers.upscale import folder_images, set_scheduler
 
 

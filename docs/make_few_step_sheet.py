@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from bench_few_step import configure, parse_setting  # noqa: E402
 
-from sradm_diffusers.evaluation import center_crop, make_lr, to_uint8_rgb  # noqa: E402
+from sradm_diffusers.metrics.evaluation import center_crop, make_lr, to_uint8_rgb  # noqa: E402
 from sradm_diffusers.image_processing import preprocess  # noqa: E402
-from sradm_diffusers.metrics import psnr_y, to_uint8  # noqa: E402
+from sradm_diffusers.metrics.quality import psnr_y, to_uint8  # noqa: E402
 from sradm_diffusers.upscale import load_image, load_pipeline  # noqa: E402
 
 

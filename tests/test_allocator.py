@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from sradm_diffusers.memory import _glibc
+from sradm_diffusers.sampling.memory import _glibc
 
 # In a fresh process: 40 tensors of 8 MiB are allocated, each followed by a 256 KiB tensor that stays alive (as
 # tiled sampling interleaves large activations with kept whole-image tensors), and the large ones are freed; then
@@ -17,7 +17,7 @@ from sradm_diffusers.memory import _glibc
 _SCRIPT = textwrap.dedent(
     """
     import os, sys, torch
-    from sradm_diffusers.memory import trim_heap_around_each_call
+    from sradm_diffusers.sampling.memory import trim_heap_around_each_call
     page = os.sysconf("SC_PAGE_SIZE")
     rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page / 2**20
     kept = []
@@ -60,7 +60,8 @@ def test_freed_heap_pages_are_returned_before_and_after_the_call_and_kept_withou
 
 
 def test_the_command_line_pipeline_keeps_freed_memory_and_trims_only_while_tiling(monkeypatch, model_dir):
-    from sradm_diffusers import memory, upscale
+    from sradm_diffusers import upscale
+    from sradm_diffusers.sampling import memory
 
     kept, trims = [], []
     monkeypatch.setattr(upscale, "keep_freed_memory", lambda: kept.append(True) or True)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from sradm_diffusers import SRADMPipeline
 from sradm_diffusers.cli import main
-from sradm_diffusers.memory import MEMORY_LIMIT_ENV, SamplingMemoryError
+from sradm_diffusers.sampling.memory import MEMORY_LIMIT_ENV, SamplingMemoryError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -359,9 +359,9 @@ def test_memory_error_is_a_memory_error_and_a_value_error():
 def test_bin_only_model_loads_with_one_note(tiny_pipe, tmp_path, caplog):
     tiny_pipe.save_pretrained(tmp_path / "m", safe_serialization=False)
     assert not list((tmp_path / "m").rglob("*.safetensors"))
-    with caplog.at_level("WARNING", logger="sradm_diffusers.hub"):
+    with caplog.at_level("WARNING", logger="sradm_diffusers.loading.hub"):
         loaded = SRADMPipeline.from_pretrained(tmp_path / "m")
-    notes = [r.getMessage() for r in caplog.records if r.name == "sradm_diffusers.hub"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "sradm_diffusers.loading.hub"]
     assert len(notes) == 1 and "weights-only loader" in notes[0] and "unet and lr_encoder" in notes[0]
     for name, tensor in tiny_pipe.unet.state_dict().items():
         assert torch.equal(loaded.unet.state_dict()[name], tensor), name  # the weights themselves round-trip exactly
@@ -375,7 +375,7 @@ def test_samples_are_batched_to_fit_memory_and_progress_is_shown(tmp_path, model
     src = _png(tmp_path / "in" / "p.png")
     assert main(["upscale", str(src), "--samples", "3", "--seed", "7", "--steps", "2", "-o", str(tmp_path / "all"),
                  "--model", model_dir]) == 0
-    from sradm_diffusers.memory import estimate_sampling_bytes
+    from sradm_diffusers.sampling.memory import estimate_sampling_bytes
     from sradm_diffusers.upscale import sample_batches
 
     pipe = SRADMPipeline.from_pretrained(model_dir)

@@ -1,4 +1,4 @@
-"""`sradm evaluate`: JSON layout, bicubic numbers against a direct computation with sradm_diffusers.metrics,
+"""`sradm evaluate`: JSON layout, bicubic numbers against a direct computation with sradm_diffusers.metrics.quality,
 --lr-dir, the bottom/right crop of odd HR sizes, failed images, --limit, --dataset (local imagefolder), K > 1
 diversity, scale and model errors. Tiny random pipeline, HR images of 32..44 px, 2 denoising steps."""
 
@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers import metrics as M
+from sradm_diffusers.metrics import quality as M
 from sradm_diffusers.cli import main
 from sradm_diffusers.imresize import imresize
 

@@ -1,7 +1,7 @@
 import torch
 
 from sradm_diffusers import imresize
-from sradm_diffusers.colour import colour_shift
+from sradm_diffusers.metrics.colour import colour_shift
 
 
 def test_colour_shift_measures_a_tint_and_ignores_high_frequency_detail():

@@ -1,4 +1,4 @@
-"""The `evaluate` metric script shipped in the package loads offline and agrees with sradm_diffusers.metrics."""
+"""The `evaluate` metric script shipped in the package loads offline and agrees with sradm_diffusers.metrics.quality."""
 
 import os
 
@@ -9,7 +9,7 @@ from PIL import Image
 
 evaluate = pytest.importorskip("evaluate")
 
-from sradm_diffusers import metrics as M  # noqa: E402
+from sradm_diffusers.metrics import quality as M  # noqa: E402
 
 # Without weights the module warns (once per process) that LPIPS is null; expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:LPIPS is reported as null:RuntimeWarning")

@@ -14,9 +14,9 @@ from diffusers import (
 
 from sradm_diffusers import build_pipeline, imresize
 from sradm_diffusers.image_processing import preprocess
-from sradm_diffusers.metrics import lr_psnr, to_uint8
-from sradm_diffusers.prediction import bound_x0, clip_model_output, needs_x0_clipping
-from sradm_diffusers.rrdb_start import rrdb_upscale
+from sradm_diffusers.metrics.quality import lr_psnr, to_uint8
+from sradm_diffusers.sampling.prediction import bound_x0, clip_model_output, needs_x0_clipping
+from sradm_diffusers.sampling.rrdb_start import rrdb_upscale
 from sradm_diffusers.upscale import set_scheduler
 
 from pipeline_calls import run

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sradm_diffusers import imresize
-from sradm_diffusers.fusion import feather_mask, fuse
+from sradm_diffusers.extras.fusion import feather_mask, fuse
 
 
 def test_feather_mask_is_a_normalised_blur():

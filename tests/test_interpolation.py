@@ -4,7 +4,7 @@ import diffusers
 import pytest
 import torch
 
-from sradm_diffusers.interpolation import interpolate, slerp
+from sradm_diffusers.extras.interpolation import interpolate, slerp
 
 
 def test_slerp_ends_and_norm():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sradm_diffusers import imresize
-from sradm_diffusers.lr_consistency import LRConsistency, back_project
+from sradm_diffusers.sampling.lr_consistency import LRConsistency, back_project
 
 SCHEDULERS = {
     "DDPMScheduler": {},

@@ -1,4 +1,4 @@
-"""sradm_diffusers.metrics / lpips against independent computations (scikit-image, plain numpy, explicit loops)."""
+"""sradm_diffusers.metrics (quality, lpips) against independent computations (scikit-image, numpy, explicit loops)."""
 
 import warnings
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from sradm_diffusers import lpips as lpips_mod
-from sradm_diffusers import metrics as M
+from sradm_diffusers.metrics import lpips as lpips_mod
+from sradm_diffusers.metrics import quality as M
 
 
 # ----------------------------------------------------------------------------- data

@@ -11,7 +11,7 @@ from diffusers import DDIMScheduler
 
 from sradm_diffusers import build_pipeline, imresize
 from sradm_diffusers.pipeline import _pad_bottom_right
-from sradm_diffusers.tiling import TiledNoisePredictor, plan_tiles, unet_alignment
+from sradm_diffusers.sampling.tiling import TiledNoisePredictor, plan_tiles, unet_alignment
 
 pytest.importorskip("accelerate")
 

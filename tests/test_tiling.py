@@ -1,4 +1,4 @@
-"""Tiled sampling: one trajectory, U-Net on overlapping tiles, blended noise predictions (sradm_diffusers.tiling)."""
+"""Tiled sampling: one trajectory, U-Net on overlapping tiles, blended noise predictions (sampling.tiling)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, RRDBEncoder, SRADMPipeline, build_pipeline
-from sradm_diffusers.tiling import (
+from sradm_diffusers.sampling.tiling import (
     TiledNoisePredictor,
     condition_halo,
     encode_features_tiled,
@@ -138,7 +138,7 @@ def test_tiled_encoder_features_equal_the_whole_image_features():
 
 def test_a_halo_one_pixel_short_changes_the_features(monkeypatch):
     """The halo is needed in full: one pixel less and tile borders change the features."""
-    import sradm_diffusers.tiling as tiling
+    import sradm_diffusers.sampling.tiling as tiling
 
     encoder = positive_weights(RRDBEncoder(num_features=8, num_blocks=1, growth_channels=8, feature_stride=1))
     lr = torch.rand(1, 3, 61, 70, dtype=torch.float64) * 2 - 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sradm_diffusers import imresize
-from sradm_diffusers.uncertainty import colourize, sample_with_uncertainty, uncertainty_map
+from sradm_diffusers.extras.uncertainty import colourize, sample_with_uncertainty, uncertainty_map
 
 
 @pytest.fixture

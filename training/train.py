@@ -431,7 +431,7 @@ def run_validation(args, inner, frozen_encoder, pairs, device, step: int, accele
     the bicubic PSNR-Y for reference. LR inputs are the pairs' LR rounded to uint8 (as a saved LR image).
     """
     from sradm_diffusers import SRADMPipeline, imresize
-    from sradm_diffusers.metrics import lr_psnr, psnr_y, to_uint8
+    from sradm_diffusers.metrics.quality import lr_psnr, psnr_y, to_uint8
 
     was_training = inner.training
     inner.eval()

@@ -13,10 +13,13 @@ from .models import RRDBEncoder, SRADMUNet
 from .pipeline import SRADMPipeline
 from .presets import PRESETS, build_pipeline
 from .resources import DEMO_MODEL, SAMPLE_IMAGE
-from . import dispatch as _dispatch
+from .loading import dispatch as _dispatch
+from . import _moved
 
 # DiffusionPipeline.from_pretrained(SRADM folder or repo) returns SRADMPipeline once the package is imported.
 _dispatch.install()
+# sradm_diffusers.sampling.tiling and the other flat paths of 0.1 still import (FutureWarning).
+_moved.install()
 
 __version__ = "0.1.0"
 

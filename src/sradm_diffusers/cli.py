@@ -1,6 +1,6 @@
 """The ``sradm`` command: ``upscale``, ``evaluate``, ``interpolate``, ``fuse``, ``demo`` (argument parsing only).
 
-The work is done in :mod:`sradm_diffusers.upscale`, :mod:`sradm_diffusers.evaluation` and
+The work is done in :mod:`sradm_diffusers.upscale`, :mod:`sradm_diffusers.metrics.evaluation` and
 :mod:`sradm_diffusers.demo`. Exit status: 0 success,
 1 some image failed (each failure is one ``error: <path>: <reason>`` line on stderr), 2 bad options or model
 (one line on stderr), 130 interrupted (SIGINT), 143 terminated (SIGTERM). Both signals stop at once, keep the
@@ -272,14 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                 tile=args.tile, tile_overlap=args.tile_overlap, strength=args.strength,
             )
         if args.command == "interpolate":
-            from .interpolation import run_interpolate
+            from .extras.interpolation import run_interpolate
 
             return run_interpolate(
                 args.input, args.output, model=args.model, frames=args.frames, seeds=tuple(args.seeds),
                 steps=args.steps, device=args.device, lr_consistency=args.lr_consistency,
             )
         if args.command == "fuse":
-            from .fusion import run_fuse
+            from .extras.fusion import run_fuse
 
             return run_fuse(
                 args.input, args.reference, args.mask, args.output, model=args.model, feather=args.feather,
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
             launch(model=args.model, host=args.host, port=args.port, device=args.device)
             return EXIT_OK
-        from .evaluation import run_evaluate
+        from .metrics.evaluation import run_evaluate
 
         if args.lr_dir is not None and args.hr_dir is None:
             raise UsageError("--lr-dir needs --hr-dir (with --dataset, LR images are always made with imresize).")

@@ -14,15 +14,17 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from .hub import resolve_pipeline_folder
+from .loading.hub import resolve_pipeline_folder
 from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postprocess, preprocess
 from .imresize import imresize
-from .lr_consistency import FINAL_ITERATIONS, LRConsistency
-from .memory import check_sampling_memory
-from .prediction import clip_model_output, needs_x0_clipping
-from .remote_code import installed_model_index, write_remote_code
-from .rrdb_start import check_strength, rrdb_residual, truncate_timesteps
-from .tiling import TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment
+from .sampling.lr_consistency import FINAL_ITERATIONS, LRConsistency
+from .sampling.memory import check_sampling_memory
+from .sampling.prediction import clip_model_output, needs_x0_clipping
+from .loading.remote_code import installed_model_index, write_remote_code
+from .sampling.rrdb_start import check_strength, rrdb_residual, truncate_timesteps
+from .sampling.tiling import (
+    TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment,
+)
 
 # Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
 # published checkpoint (a saved model_index.json names the shipped modules instead; remote_code maps them back).
@@ -129,7 +131,7 @@ class SRADMPipeline(DiffusionPipeline):
 
         One sampler trajectory covers the whole image: at every step the U-Net runs on HR tiles of
         ``tile_size * s`` pixels overlapping by at least ``tile_overlap * s``, and their noise predictions are
-        blended with smooth weights that sum to one (:mod:`sradm_diffusers.tiling`). The encoder and the
+        blended with smooth weights that sum to one (:mod:`sradm_diffusers.sampling.tiling`). The encoder and the
         conditioning see a halo covering their receptive field, so tiling leaves them unchanged. Tile starts snap
         to the U-Net's attention-window grid; an image that fits in one tile is sampled exactly as untiled.
 
@@ -171,7 +173,7 @@ class SRADMPipeline(DiffusionPipeline):
     ) -> None:
         """``DiffusionPipeline.save_pretrained``, plus the code that lets diffusers load the folder without this
         package: ``pipeline_sradm.py`` and ``unet/``, ``lr_encoder/`` modules generated from the package's source
-        (:mod:`sradm_diffusers.remote_code`), named in ``model_index.json``. With ``push_to_hub=True`` the folder is
+        (:mod:`~.loading.remote_code`), named in ``model_index.json``. With ``push_to_hub=True`` the folder is
         uploaded once those files are written (diffusers' keyword arguments: ``repo_id``, ``token``, ``private``...).
         """
         hub = {k: kwargs.pop(k) for k in ("commit_message", "private", "create_pr", "token", "repo_id") if k in kwargs}
@@ -202,7 +204,7 @@ class SRADMPipeline(DiffusionPipeline):
 
         See ``diffusers.DiffusionPipeline.from_pretrained`` for the keyword arguments.
         """
-        from .hub import check_pipeline_folder, explain_load_error
+        from .loading.hub import check_pipeline_folder, explain_load_error
 
         if os.path.isdir(pretrained_model_name_or_path):
             check_pipeline_folder(pretrained_model_name_or_path)
@@ -277,7 +279,7 @@ class SRADMPipeline(DiffusionPipeline):
         samples per image (batch B*K), which share the image's features and conditioning.
 
         ``features``: ``encode_features(lr)`` if already computed. Untiled (or when the image fits in one tile):
-        the U-Net on the whole image. Tiled: :class:`~sradm_diffusers.tiling.TiledNoisePredictor` over the tiles
+        the U-Net on the whole image. Tiled: :class:`~.sampling.tiling.TiledNoisePredictor` over the tiles
         of ``enable_tiling``.
         """
         if features is None:
@@ -329,10 +331,10 @@ class SRADMPipeline(DiffusionPipeline):
                 ``PipelineCallback`` / ``MultiPipelineCallbacks`` (whose ``tensor_inputs`` then decide what it
                 gets); a returned "latents" replaces the current x_t. Setting ``pipe._interrupt`` stops sampling.
             lr_consistency: back-project the predicted x_0 at every step (and the result) so that
-                ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.lr_consistency`).
+                ``imresize(SR, 1/s)`` reproduces the LR input (:mod:`sradm_diffusers.sampling.lr_consistency`).
             strength: in (0, 1]. Below 1, start from the RRDB head's residual noised to an intermediate timestep
                 and run only the last ``int(num_inference_steps * strength)`` steps (SDEdit / img2img;
-                :mod:`sradm_diffusers.rrdb_start`); ``latents`` is then the noise added. 1: from pure noise.
+                :mod:`sradm_diffusers.sampling.rrdb_start`); ``latents`` is then the noise added. 1: from pure noise.
 
         Examples:
 

@@ -15,7 +15,7 @@ What it does, and the choices it makes:
 - **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
   with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
   their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
-  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created if
+  (:mod:`sradm_diffusers.extras.uncertainty`). ``-o`` is a folder (created if
   needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
   than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
   input file and one sample. An output that would replace one of the input files, or another output of the same
@@ -56,9 +56,9 @@ import torch
 
 from .atomic import check_writable_folder, replacing
 from .distributed import ProcessShare
-from .memory import keep_freed_memory, trim_heap_around_each_call
+from .sampling.memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
-from .rrdb_start import check_strength
+from .sampling.rrdb_start import check_strength
 
 DEFAULT_MODEL: str = DEMO_MODEL
 """Folder (or Hub id) used when ``--model`` is not given: the bundled demo pipeline."""
@@ -242,8 +242,8 @@ def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] |
 
 def sample_batches(pipe, image, samples: int, device) -> list[tuple[int, int]]:
     """(first sample, count) of the pipeline calls that produce the ``samples`` outputs of ``image`` (PIL): as many
-    per call as fit into memory (:mod:`sradm_diffusers.memory`). Raises :class:`ImageError` when not one fits."""
-    from .memory import samples_per_batch
+    per call as fit into memory (:mod:`~.sampling.memory`). Raises :class:`ImageError` when not one fits."""
+    from .sampling.memory import samples_per_batch
 
     try:
         per_call = samples_per_batch(pipe.unet, *pipe.unet_input_size(image.height, image.width), samples, device)
@@ -527,7 +527,7 @@ def run_upscale(
     """
     from tqdm.auto import tqdm
 
-    from .uncertainty import summary_images
+    from .extras.uncertainty import summary_images
 
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
@@ -536,7 +536,7 @@ def run_upscale(
             f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer)."
         )
     if tile != 0:
-        from .tiling import check_tile_arguments
+        from .sampling.tiling import check_tile_arguments
 
         try:
             check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
@@ -560,7 +560,7 @@ def run_upscale(
             "5x slower than fp32) and diffusers warns they may fail; use --dtype fp32 or bf16 on the CPU, fp16 on cuda."
         )
     try:
-        from .memory import available_bytes
+        from .sampling.memory import available_bytes
 
         available_bytes(torch_device)
     except ValueError as error:

@@ -140,7 +140,7 @@ class RRDBEncoder(ModelMixin, ConfigMixin):
 
     def head(self, trunk: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """The HR head of :meth:`upscale`: trunk features (B, F, h, w) of ``lr`` (B, 3, h, w) -> (B, 3, s*h, s*w).
-        Separate so that it can run on tiles of the trunk (:func:`sradm_diffusers.rrdb_start.rrdb_upscale`)."""
+        Separate so that it can run on tiles of the trunk (:func:`sradm_diffusers.sampling.rrdb_start.rrdb_upscale`)."""
         h = trunk
         for conv in self.upsample_convs:
             h = _lrelu(conv(F.interpolate(h, scale_factor=2, mode="nearest")))

@@ -10,14 +10,14 @@ Two protocols (shared/reference/srdiff.md, "Evaluation protocol"):
   from each border, SSIM with an 11x11 Gaussian window (sigma 1.5), 'valid' filtering, no covariance correction.
 
 Plus :func:`lr_psnr` (consistency of the SR image with its LR input), :func:`diversity_std` (spread of K samples)
-and AlexNet LPIPS (:class:`~sradm_diffusers.lpips.LPIPS`, :func:`load_lpips`; weights only from local files).
+and AlexNet LPIPS (:class:`~sradm_diffusers.metrics.lpips.LPIPS`, :func:`load_lpips`; weights only from local files).
 
 Inputs: torch uint8 tensors (B,3,H,W) or (3,H,W), values 0..255 (use :func:`to_uint8` on model outputs in
 [-1, 1]). Outputs: float64 tensors (B,), or 0-dim for an unbatched (3,H,W) input (float32 on MPS, which has no
 float64). The PSNR of two identical images is ``inf`` (the MSE is 0), as scikit-image and BasicSR return.
 
 ``EVALUATE_MODULE`` is the path of the same metrics packaged as a Hugging Face ``evaluate`` metric, loadable
-offline: ``evaluate.load(sradm_diffusers.metrics.EVALUATE_MODULE)``.
+offline: ``evaluate.load(sradm_diffusers.metrics.quality.EVALUATE_MODULE)``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _as_batch(x: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
     if x.dtype != torch.uint8:
         raise TypeError(
             f"{name} must have dtype uint8 (0..255); got {x.dtype}. "
-            "Round float images first with sradm_diffusers.metrics.to_uint8(x, value_range=(-1, 1))."
+            "Round float images first with sradm_diffusers.metrics.quality.to_uint8(x, value_range=(-1, 1))."
         )
     unbatched = x.ndim == 3
     if unbatched:
@@ -395,7 +395,7 @@ def _check_scale(scale) -> float:
 def _downscale_uint8_values(img: torch.Tensor, scale: float) -> torch.Tensor:
     """``imresize(img, 1/scale)`` in float, then rounded like MATLAB's uint8 conversion (half away from zero,
     clamped to 0..255). img: float (B,3,H,W) on 0..255. Returns float (B,3,ceil(H/s),ceil(W/s)) of integers."""
-    from .imresize import imresize
+    from ..imresize import imresize
 
     down = imresize(img, 1.0 / scale)
     return torch.floor(down.clamp(0, 255) + 0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .imresize import imresize
+from ..imresize import imresize
 
 
 def colour_shift(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:

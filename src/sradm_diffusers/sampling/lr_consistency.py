@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .imresize import imresize
+from ..imresize import imresize
 from .prediction import predicted_x0, model_output_for
 
 BACK_PROJECTION_ITERATIONS = 4

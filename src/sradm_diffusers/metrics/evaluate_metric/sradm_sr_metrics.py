@@ -1,8 +1,8 @@
 # Hugging Face `evaluate` metric: the sradm_diffusers super-resolution metrics.
 #
 # Load it offline from the installed package:
-#     >>> import evaluate, sradm_diffusers.metrics
-#     >>> metric = evaluate.load(sradm_diffusers.metrics.EVALUATE_MODULE)
+#     >>> import evaluate, sradm_diffusers.metrics.quality
+#     >>> metric = evaluate.load(sradm_diffusers.metrics.quality.EVALUATE_MODULE)
 #     >>> metric.add_batch(predictions=sr_images, references=hr_images)
 #     >>> metric.compute(scale=4)
 #
@@ -11,7 +11,7 @@ import datasets
 import evaluate
 import numpy as np
 import torch
-from sradm_diffusers import metrics as sr_metrics
+from sradm_diffusers.metrics import quality as sr_metrics
 
 _CITATION = """\
 @inproceedings{srdiff,
@@ -23,11 +23,11 @@ _CITATION = """\
 """
 
 _DESCRIPTION = """\
-Super-resolution quality metrics of sradm_diffusers.metrics, averaged over the images: PSNR and SSIM on RGB as the
+Super-resolution quality metrics of sradm_diffusers.metrics.quality, averaged over the images: PSNR and SSIM on RGB as the
 SRDiff reference computes them (uint8, no crop, scikit-image's 7x7 SSIM), PSNR and SSIM on the BT.601 Y channel
 as BasicSR/NTIRE do (`scale` pixels cropped per border, 11x11 Gaussian SSIM), LR-PSNR (the SR image downscaled
 with the project's MATLAB bicubic `imresize` against the LR image) and AlexNet LPIPS when its weights are on this
-machine (see sradm_diffusers.lpips; otherwise null, with one warning saying how to enable it).
+machine (see sradm_diffusers.metrics.lpips; otherwise null, with one warning saying how to enable it).
 """
 
 _KWARGS_DESCRIPTION = """\
@@ -67,7 +67,7 @@ def _to_chw_uint8(image, what):
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SradmSRMetrics(evaluate.Metric):
-    """PSNR/SSIM (RGB and Y), LR-PSNR and LPIPS for super-resolution, as sradm_diffusers.metrics computes them."""
+    """PSNR/SSIM (RGB and Y), LR-PSNR and LPIPS for super-resolution, as sradm_diffusers.metrics.quality computes them."""
 
     def _info(self):
         return evaluate.MetricInfo(

@@ -16,7 +16,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .image_processing import preprocess
+from ..image_processing import preprocess
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = 1e-7) -> torch.Tensor:
@@ -99,7 +99,7 @@ def run_interpolate(
     """
     import os
 
-    from .upscale import ImageError, UsageError, load_image, load_pipeline, resolve_device, write_image_atomic
+    from ..upscale import ImageError, UsageError, load_image, load_pipeline, resolve_device, write_image_atomic
 
     if frames < 2:
         raise UsageError(f"--frames {frames}: use 2 or more.")
@@ -116,7 +116,7 @@ def run_interpolate(
         generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps, lr_consistency=lr_consistency,
     )
     if output.lower().endswith(".gif"):
-        from .atomic import replacing
+        from ..atomic import replacing
 
         loop = images + images[-2:0:-1]  # there and back again
         with replacing(output) as tmp:

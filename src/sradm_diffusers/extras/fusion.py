@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_processing import preprocess
-from .imresize import imresize
+from ..image_processing import preprocess
+from ..imresize import imresize
 
 
 def _mask_tensor(mask, height: int, width: int) -> torch.Tensor:
@@ -119,7 +119,7 @@ def run_fuse(
     device: str | None = None, lr_consistency: bool = False,
 ) -> int:
     """``sradm fuse``: write the fused SR image to ``output``. Raises ``UsageError`` (exit status 2) on bad input."""
-    from .upscale import (
+    from ..upscale import (
         ImageError, UsageError, load_image, load_pipeline, resolve_device, resolve_steps, set_scheduler,
         write_image_atomic,
     )

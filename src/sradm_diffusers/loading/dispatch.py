@@ -68,7 +68,7 @@ def install() -> None:
             and kwargs.get("custom_pipeline") is None
             and names_sradm_pipeline(_model_index(pretrained_model_name_or_path, kwargs) or {})
         ):
-            from .pipeline import SRADMPipeline
+            from ..pipeline import SRADMPipeline
 
             kwargs.pop("trust_remote_code", None)
             return SRADMPipeline.from_pretrained(pretrained_model_name_or_path, **kwargs)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models import RRDBEncoder, SRADMUNet
+from ..models import RRDBEncoder, SRADMUNet
 
 
 @dataclass(frozen=True)

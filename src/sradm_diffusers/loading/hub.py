@@ -135,7 +135,7 @@ def _first_shape_mismatch(folder: str) -> str | None:
     """Compare each model component's config with its safetensors header; describe the first disagreement."""
     from safetensors import safe_open
 
-    from .models import RRDBEncoder, SRADMUNet
+    from ..models import RRDBEncoder, SRADMUNet
 
     for name, model_class in (("unet", SRADMUNet), ("lr_encoder", RRDBEncoder)):
         weights = os.path.join(folder, name, "diffusion_pytorch_model.safetensors")
@@ -158,7 +158,7 @@ def _check_weight_files(folder: str) -> None:
     import torch
     from safetensors import safe_open
 
-    from .models import RRDBEncoder, SRADMUNet
+    from ..models import RRDBEncoder, SRADMUNet
 
     for name, model_class in (("unet", SRADMUNet), ("lr_encoder", RRDBEncoder)):
         weights = os.path.join(folder, name, WEIGHTS_NAME)

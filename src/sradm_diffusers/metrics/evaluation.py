@@ -1,6 +1,6 @@
 """``sradm evaluate``: score bicubic, RRDB and SRADM super-resolution on a set of HR images.
 
-Protocol (shared/reference/srdiff.md; metrics from :mod:`sradm_diffusers.metrics`):
+Protocol (shared/reference/srdiff.md; metrics from :mod:`sradm_diffusers.metrics.quality`):
 
 1. **HR**: every image is loaded like ``sradm upscale`` loads one (PIL, EXIF orientation applied, transparency
    composited on white, greyscale to RGB) as uint8 RGB. An HR image whose height or width is not a multiple of the
@@ -22,7 +22,7 @@ Protocol (shared/reference/srdiff.md; metrics from :mod:`sradm_diffusers.metrics
 
    Outputs are rounded to uint8 before scoring.
 4. **Metrics** per image and method: ``psnr_rgb``, ``ssim_rgb`` (RGB, no crop), ``psnr_y``, ``ssim_y`` (BT.601 Y,
-   ``s`` pixels cropped), ``lr_psnr``, ``lpips`` (None/null where :func:`~sradm_diffusers.metrics.load_lpips` finds
+   ``s`` pixels cropped), ``lr_psnr``, ``lpips`` (None/null where :func:`~.quality.load_lpips` finds
    no local weights). A method's score is the mean over the images that did not fail.
 
 Images that cannot be loaded or scored are reported (one line on stderr), listed in the JSON (``failed``,
@@ -48,10 +48,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from . import upscale as _upscale
-from .atomic import replacing
-from .distributed import ProcessShare
-from .upscale import (
+from .. import upscale as _upscale
+from ..atomic import replacing
+from ..distributed import ProcessShare
+from ..upscale import (
     ImageError,
     UsageError,
     folder_images,
@@ -94,8 +94,8 @@ class EvalImage:
 
 def to_uint8_rgb(image) -> torch.Tensor:
     """PIL image of any mode -> uint8 (1, 3, H, W), converted as the pipeline converts its input."""
-    from .image_processing import preprocess
-    from .metrics import to_uint8
+    from ..image_processing import preprocess
+    from .quality import to_uint8
 
     try:
         return to_uint8(preprocess(image))
@@ -122,7 +122,7 @@ def center_crop(hr: torch.Tensor, size: int, scale: int) -> torch.Tensor:
 def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """uint8 HR (B,3,H,W), H and W multiples of ``scale`` -> uint8 LR ``imresize(hr, 1/scale)`` computed in float64,
     rounded half up and clamped (MATLAB's conversion to uint8; the rounding ``metrics.lr_psnr`` applies)."""
-    from .imresize import imresize
+    from ..imresize import imresize
 
     return torch.floor(imresize(hr.to(torch.float64), 1.0 / scale).clamp(0, 255) + 0.5).to(torch.uint8)
 
@@ -294,7 +294,7 @@ class Evaluator:
         methods: subset of :data:`METHODS`.
         pipe: the SRADM pipeline (needed for rrdb and sradm).
         steps, samples, seed: sradm sampling settings.
-        lpips_model: from :func:`~sradm_diffusers.metrics.load_lpips`, or None.
+        lpips_model: from :func:`~sradm_diffusers.metrics.quality.load_lpips`, or None.
     """
 
     scale: int
@@ -308,9 +308,9 @@ class Evaluator:
 
     def super_resolve(self, method: str, lr: torch.Tensor) -> torch.Tensor:
         """uint8 LR (1,3,h,w) -> uint8 SR (K,3,s*h,s*w) (K = 1 except for sradm)."""
-        from .image_processing import preprocess
-        from .imresize import imresize
-        from .metrics import to_uint8
+        from ..image_processing import preprocess
+        from ..imresize import imresize
+        from .quality import to_uint8
 
         lr_hwc = lr[0].permute(1, 2, 0).numpy()
         if method == "bicubic":
@@ -333,7 +333,7 @@ class Evaluator:
 
     def score(self, item: EvalImage) -> dict[str, dict[str, float | None]]:
         """{method: {metric: value}} for one loaded item; values are means over the K samples."""
-        from .metrics import compute_metrics, diversity_std
+        from .quality import compute_metrics, diversity_std
 
         results = {}
         for method in self.methods:
@@ -447,7 +447,7 @@ def format_table(result: dict) -> str:
 
 def _load_lpips_quietly(device) -> object:
     """:func:`load_lpips`; its one-time warning is printed as one ``warning:`` line."""
-    from .metrics import load_lpips
+    from .quality import load_lpips
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,0 +1,62 @@
+"""Old module paths keep importing, with a ``FutureWarning`` that names the new one.
+
+Until version 0.2 the package was flat (``sradm_diffusers.tiling``, ``sradm_diffusers.hub``, ...). Scripts that import
+those paths get the module at its new place; ``sys.modules`` holds one object under both names, so attributes set
+through the old name (monkeypatching, for example) reach the code that uses the new one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+PACKAGE = "sradm_diffusers"
+
+#: old module (below the package) -> its new place.
+MOVED = {
+    "tiling": "sampling.tiling",
+    "rrdb_start": "sampling.rrdb_start",
+    "lr_consistency": "sampling.lr_consistency",
+    "prediction": "sampling.prediction",
+    "memory": "sampling.memory",
+    "hub": "loading.hub",
+    "remote_code": "loading.remote_code",
+    "dispatch": "loading.dispatch",
+    "uncertainty": "extras.uncertainty",
+    "interpolation": "extras.interpolation",
+    "fusion": "extras.fusion",
+    "lpips": "metrics.lpips",
+    "colour": "metrics.colour",
+    "evaluation": "metrics.evaluation",
+    "evaluate_metric": "metrics.evaluate_metric",
+}
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``sradm_diffusers.<old>`` and loads it as the module at its new place."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix = PACKAGE + "."
+        if not fullname.startswith(prefix) or fullname[len(prefix):] not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        new = f"{PACKAGE}.{MOVED[spec.name[len(PACKAGE) + 1:]]}"
+        warnings.warn(
+            f"{spec.name} moved to {new}; import it from there (the old path goes away in version 0.3).",
+            FutureWarning, stacklevel=2,
+        )
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        """The module is already executed at its new place."""
+
+
+def install() -> None:
+    """Add the finder to ``sys.meta_path`` once per process."""
+    if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
+        sys.meta_path.append(_Alias())
