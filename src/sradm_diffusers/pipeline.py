@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from typing import Any, Callable
 
 import torch
@@ -14,21 +13,14 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from .loading.hub import resolve_pipeline_folder
 from .image_processing import OUTPUT_TYPES, ImageInput, check_finite, postprocess, preprocess
 from .imresize import imresize
+from .loading.pipeline_hub import SRADMHubMixin
 from .sampling.lr_consistency import FINAL_ITERATIONS, LRConsistency
 from .sampling.memory import check_sampling_memory
 from .sampling.prediction import clip_model_output, needs_x0_clipping
-from .loading.remote_code import installed_model_index, write_remote_code
 from .sampling.rrdb_start import check_strength, rrdb_residual, truncate_timesteps
-from .sampling.tiling import (
-    TiledNoisePredictor, check_tile_arguments, encode_features_tiled, plan_tiles, unet_alignment,
-)
-
-# Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
-# published checkpoint (a saved model_index.json names the shipped modules instead; remote_code maps them back).
-_LIBRARY = "sradm_diffusers"
+from .sampling.tiling import TilePlan, TiledNoisePredictor, check_tile_arguments, encode_features_tiled
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -61,7 +53,7 @@ def _per_sample(x: torch.Tensor, samples: int) -> torch.Tensor:
     return x if samples == 1 else x.repeat_interleave(samples, dim=0)
 
 
-class SRADMPipeline(DiffusionPipeline):
+class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
     """Single-image super-resolution with SRADM.
 
     The RRDB encoder and ``unet.condition`` turn the LR image into HR-size conditioning once per image; the scheduler
@@ -76,6 +68,9 @@ class SRADMPipeline(DiffusionPipeline):
         upscale_factor: SR factor s; must equal both components' ``upscale_factor``.
         residual_scale: x_0 = (HR - up(LR)) * residual_scale during training (2.0 in the reference), so the model's
             [-1, 1] range covers residuals up to +-0.5 image units.
+
+    Saving and loading (the Hub, the code shipped for ``trust_remote_code``) come from
+    :class:`~sradm_diffusers.loading.pipeline_hub.SRADMHubMixin`; this class is the sampling.
     """
 
     model_cpu_offload_seq = "lr_encoder->unet"
@@ -146,73 +141,6 @@ class SRADMPipeline(DiffusionPipeline):
         """Sample the whole image in one U-Net call per step again (the default)."""
         self.tiling = None
 
-    def register_to_config(self, **kwargs):
-        # diffusers records a component of an unknown library by its defining module; record the public name.
-        for name, value in kwargs.items():
-            if isinstance(value, (tuple, list)) and len(value) == 2 and str(value[0]).startswith(_LIBRARY + "."):
-                kwargs[name] = (_LIBRARY, value[1])
-        super().register_to_config(**kwargs)
-
-    @classmethod
-    def load_config(cls, *args, **kwargs):
-        # A saved folder names the modules it ships for trust_remote_code loading; where this package is installed,
-        # its own classes load instead (remote_code.installed_model_index).
-        loaded = super().load_config(*args, **kwargs)
-        if isinstance(loaded, tuple):
-            return (installed_model_index(loaded[0]), *loaded[1:])
-        return installed_model_index(loaded)
-
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        **kwargs,
-    ) -> None:
-        """``DiffusionPipeline.save_pretrained``, plus the code that lets diffusers load the folder without this
-        package: ``pipeline_sradm.py`` and ``unet/``, ``lr_encoder/`` modules generated from the package's source
-        (:mod:`~.loading.remote_code`), named in ``model_index.json``. With ``push_to_hub=True`` the folder is
-        uploaded once those files are written (diffusers' keyword arguments: ``repo_id``, ``token``, ``private``...).
-        """
-        hub = {k: kwargs.pop(k) for k in ("commit_message", "private", "create_pr", "token", "repo_id") if k in kwargs}
-        super().save_pretrained(
-            save_directory, safe_serialization, variant, max_shard_size, push_to_hub=False, **kwargs
-        )
-        write_remote_code(self, save_directory)
-        if push_to_hub:
-            from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
-            from huggingface_hub import create_repo
-
-            token = hub.get("token")
-            repo_id = hub.get("repo_id", os.fspath(save_directory).split(os.path.sep)[-1])
-            repo_id = create_repo(repo_id, exist_ok=True, private=hub.get("private"), token=token).repo_id
-            card = populate_model_card(load_or_create_model_card(repo_id, token=token, is_pipeline=True))
-            card.save(os.path.join(save_directory, "README.md"))
-            self._upload_folder(save_directory, repo_id, token=token, commit_message=hub.get("commit_message"),
-                                create_pr=hub.get("create_pr", False))
-
-    @classmethod
-    def download(cls, pretrained_model_name, **kwargs) -> str:
-        """Fetch (or find in the local cache) a Hub repository holding an SRADM pipeline; returns its folder."""
-        return resolve_pipeline_folder(pretrained_model_name, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load from a local pipeline folder or a Hub repository id (works offline from the Hub cache).
-
-        See ``diffusers.DiffusionPipeline.from_pretrained`` for the keyword arguments.
-        """
-        from .loading.hub import check_pipeline_folder, explain_load_error
-
-        if os.path.isdir(pretrained_model_name_or_path):
-            check_pipeline_folder(pretrained_model_name_or_path)
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except (RuntimeError, ValueError, OSError) as error:
-            raise explain_load_error(pretrained_model_name_or_path, error) from error
-
     def check_inputs(self, num_inference_steps: int, num_images_per_prompt: int, output_type: str, callback_inputs):
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
@@ -242,16 +170,23 @@ class SRADMPipeline(DiffusionPipeline):
             extra["generator"] = generator
         return extra
 
-    def encode_features(self, lr: torch.Tensor, return_trunk: bool = False):
+    def tile_plan(self, height: int, width: int) -> TilePlan | None:
+        """The HR tiles of ``enable_tiling`` for a padded LR image of height x width; None when untiled or when the
+        image fits in one tile. Made once per call; everything tiled in that call reads it."""
+        if self.tiling is None:
+            return None
+        plan = TilePlan.make(self.unet, self.config.upscale_factor, height, width, *self.tiling)
+        return plan if len(plan.tiles) > 1 else None
+
+    def encode_features(self, lr: torch.Tensor, tiles: TilePlan | None = None, return_trunk: bool = False):
         """LR (B, 3, h, w) in [-1, 1], already padded -> encoder features (B, cond_channels, h, w), once per image;
-        the U-Net conditions them inside its forward (so CPU-offload hooks cover every module). On the tiles of
-        ``enable_tiling`` when the image needs more than one. With ``return_trunk``, ``(features, trunk)``: the
-        encoder's trunk features (B, num_features, h, w) too, for the RRDB start of ``strength < 1``."""
-        tiles = self._tiles(lr)
+        the U-Net conditions them inside its forward (so CPU-offload hooks cover every module). On the LR tiles of
+        ``tiles`` (:meth:`tile_plan`) when given. With ``return_trunk``, ``(features, trunk)``: the encoder's trunk
+        features (B, num_features, h, w) too, for the RRDB start of ``strength < 1``."""
         if tiles is None:
             out = self.lr_encoder(lr.to(dtype=self.lr_encoder.dtype), return_trunk=return_trunk)
         else:
-            out = encode_features_tiled(self.lr_encoder, lr, self.tiling[0], return_trunk)
+            out = encode_features_tiled(self.lr_encoder, lr, tiles.tile_size, return_trunk)
         features, trunk = out if return_trunk else (out, None)
         features = features.to(dtype=self.unet.dtype)
         return (features, trunk) if return_trunk else features
@@ -263,32 +198,44 @@ class SRADMPipeline(DiffusionPipeline):
         limit = self.tiling[0] * scale if self.tiling is not None else max(height, width) * scale
         return min(height * scale, limit), min(width * scale, limit)
 
-    def _tiles(self, lr: torch.Tensor):
-        """The HR tiles of ``enable_tiling`` for the padded LR image ``lr``; None when untiled or one tile."""
-        if self.tiling is None:
-            return None
-        scale, (tile_size, tile_overlap) = self.config.upscale_factor, self.tiling
-        align = unet_alignment(self.unet, scale)
-        tiles = plan_tiles(lr.shape[-2] * scale, lr.shape[-1] * scale, tile_size * scale, tile_overlap * scale, align)
-        return tiles if len(tiles) > 1 else None
-
     def noise_predictor(
-        self, lr: torch.Tensor, features: torch.Tensor | None = None
+        self, features: torch.Tensor, tiles: TilePlan | None = None
     ) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        """``predict_noise(x_t, t) -> eps`` for the padded LR image ``lr`` (B, 3, h, w) in [-1, 1]; x_t may hold K
-        samples per image (batch B*K), which share the image's features and conditioning.
+        """``predict_noise(x_t, t) -> eps`` given the padded LR image's ``features`` (:meth:`encode_features`);
+        x_t may hold K samples per image (batch B*K), which share the image's features and conditioning.
 
-        ``features``: ``encode_features(lr)`` if already computed. Untiled (or when the image fits in one tile):
-        the U-Net on the whole image. Tiled: :class:`~.sampling.tiling.TiledNoisePredictor` over the tiles
-        of ``enable_tiling``.
+        Untiled (``tiles`` None): the U-Net on the whole image. Tiled: a
+        :class:`~sradm_diffusers.sampling.tiling.TiledNoisePredictor` over ``tiles``.
         """
-        if features is None:
-            features = self.encode_features(lr)
-        tiles = self._tiles(lr)
         if tiles is None:
             return lambda sample, t: self.unet(sample, t, lr_features=features).sample
-        ramp = self.tiling[1] * self.config.upscale_factor
-        return TiledNoisePredictor(self.unet, features, tiles, self.config.upscale_factor, ramp=ramp)
+        return TiledNoisePredictor(self.unet, features, tiles.tiles, self.config.upscale_factor, ramp=tiles.ramp)
+
+    def get_timesteps(self, num_inference_steps: int, strength: float, device) -> torch.Tensor:
+        """The timesteps this call runs: the scheduler's ``num_inference_steps`` timesteps, or for ``strength`` < 1
+        only the last ``int(num_inference_steps * strength)`` of them (as diffusers' img2img pipelines)."""
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if strength < 1.0:
+            return truncate_timesteps(self.scheduler, num_inference_steps, strength)
+        return self.scheduler.timesteps
+
+    def prepare_latents(
+        self,
+        shape: tuple[int, int, int, int],
+        generator,
+        latents: torch.Tensor | None,
+        device,
+        padding: tuple[int, int],
+    ) -> torch.Tensor:
+        """The starting noise x_T: ``latents`` if given (checked: shape (B*K, 3, s*h, s*w), finite), else drawn from
+        ``generator``; padded at the bottom/right by ``padding`` HR pixels (the U-Net's size multiple)."""
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {shape} for this input.")
+        else:
+            check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
+        return _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), *padding)
 
     def _lr_padding(self, height: int, width: int) -> tuple[int, int]:
         """LR padding that makes the HR size a multiple of the U-Net's ``size_multiple``."""
@@ -360,26 +307,21 @@ class SRADMPipeline(DiffusionPipeline):
         # Encoder and conditioning once per input image; its K samples share them. The RRDB start (strength < 1)
         # reuses the encoder's trunk.
         lr_padded = _pad_bottom_right(lr, pad_h, pad_w)
-        features, trunk = self.encode_features(lr_padded, return_trunk=True) if strength < 1 else (None, None)
-        predict_noise = self.noise_predictor(lr_padded, features)
+        tiles = self.tile_plan(*lr_padded.shape[-2:])
+        if strength < 1:
+            features, trunk = self.encode_features(lr_padded, tiles, return_trunk=True)
+        else:
+            features, trunk = self.encode_features(lr_padded, tiles), None
+        predict_noise = self.noise_predictor(features, tiles)
         up_per_image = imresize(lr, scale).clamp(-1.0, 1.0)
         lr, up = (_per_sample(x, num_images_per_prompt) for x in (lr, up_per_image))
 
         consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
-        if latents is None:
-            latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=self.unet.dtype)
-        elif tuple(latents.shape) != hr_shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {hr_shape} for this input.")
-        else:
-            check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
-        latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        latents = self.prepare_latents(hr_shape, generator, latents, device, (pad_h * scale, pad_w * scale))
+        timesteps = self.get_timesteps(num_inference_steps, strength, device)
         if strength < 1.0:
-            timesteps = truncate_timesteps(self.scheduler, num_inference_steps, strength)
-            tile = self.tiling[0] if self.tiling is not None else None
+            tile = tiles.tile_size if tiles is not None else None
             x0 = rrdb_residual(self.lr_encoder, lr_padded, up_per_image, self.config.residual_scale, tile, trunk)
             x0 = _per_sample(x0, num_images_per_prompt).to(latents.dtype)
             x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)

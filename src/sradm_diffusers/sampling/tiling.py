@@ -145,6 +145,28 @@ def tile_weights(tile: Tile, height: int, width: int, ramp: int) -> torch.Tensor
     return rows[:, None] * cols[None, :]
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """How one pipeline call tiles its image: made once per call, read by the encoder, the U-Net and the RRDB start.
+
+    Attributes:
+        tile_size: LR tile side (``enable_tiling``'s ``tile_size``), used by the LR-side passes.
+        ramp: width in HR pixels of the blending ramp between neighbouring HR tiles (``tile_overlap * s``).
+        tiles: the HR tiles of the padded image (:func:`plan_tiles`).
+    """
+
+    tile_size: int
+    ramp: int
+    tiles: list[Tile]
+
+    @classmethod
+    def make(cls, unet: SRADMUNet, scale: int, height: int, width: int, tile_size: int, tile_overlap: int):
+        """The plan for a padded LR image of height x width pixels and upscale factor ``scale``."""
+        align = unet_alignment(unet, scale)
+        tiles = plan_tiles(height * scale, width * scale, tile_size * scale, tile_overlap * scale, align)
+        return cls(tile_size, tile_overlap * scale, tiles)
+
+
 def map_lr_tiles(fn, inputs: list[torch.Tensor], tile: int, halo: int, scale: int = 1) -> list[torch.Tensor]:
     """``fn(*inputs)`` computed on ``tile`` x ``tile`` windows of the LR-sized ``inputs`` (B, C_i, h, w), each read
     with a ``halo``-pixel margin; the part of ``fn``'s outputs (maps ``scale`` times the window's size) that belongs
