@@ -54,3 +54,17 @@ def test_one_tile_plan_per_call(tiny_pipe, lr_image, monkeypatch):
                         generator=torch.Generator().manual_seed(0)).images
         assert out.shape == (1, 4 * lr_image.shape[0], 4 * lr_image.shape[1], 3) and np.isfinite(out).all()
         assert len(made) == 1 and made[0] > 1, made
+
+
+def test_shipped_pipeline_file_holds_the_sampling_code_only(tiny_pipe, tmp_path):
+    """The Hub checks, the inliner and the models stay out of pipeline_sradm.py (the models ship in their own
+    component files); what is left is the sampling code and the save/load code that shipped pipelines run."""
+    tiny_pipe.save_pretrained(tmp_path)
+    text = (tmp_path / "pipeline_sradm.py").read_text()
+    header = [line[4:].strip() for line in text.splitlines() if line.startswith("#   ")]
+    assert header[-1] == "sradm_diffusers.pipeline"
+    for left_out in ("sradm_diffusers.loading.inliner", "sradm_diffusers.loading.hub", "sradm_diffusers.models.unet",
+                     "sradm_diffusers.models.rrdb_encoder"):
+        assert left_out not in header
+    assert "def inline_modules" not in text and "def explain_load_error" not in text
+    assert "class SRADMUNet" not in text and "class RRDBEncoder" not in text

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .hub import resolve_pipeline_folder
-from .remote_code import installed_model_index, write_remote_code
+from .remote_code import INSTALLED, installed_model_index, write_remote_code
 
 # Public import path recorded for the components in the pipeline's config, so that moving a module never breaks a
 # published checkpoint (a saved model_index.json names the shipped modules instead; remote_code maps them back).
@@ -78,14 +77,22 @@ class SRADMHubMixin:
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:
         """Fetch (or find in the local cache) a Hub repository holding an SRADM pipeline; returns its folder."""
+        if not INSTALLED:  # shipped code: diffusers' own download
+            return super().download(pretrained_model_name, **kwargs)
+        from .hub import resolve_pipeline_folder
+
         return resolve_pipeline_folder(pretrained_model_name, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
         """Load from a local pipeline folder or a Hub repository id (works offline from the Hub cache).
 
-        See ``diffusers.DiffusionPipeline.from_pretrained`` for the keyword arguments.
+        See ``diffusers.DiffusionPipeline.from_pretrained`` for the keyword arguments. The installed package checks
+        a local folder first and explains a failure in one line; shipped code (``trust_remote_code``) loads as
+        diffusers does.
         """
+        if not INSTALLED:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         from .hub import check_pipeline_folder, explain_load_error
 
         if os.path.isdir(pretrained_model_name_or_path):

@@ -25,8 +25,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+from diffusers import ModelMixin
 
-from ..models import RRDBEncoder, SRADMUNet
+# The models are typed as ModelMixin (SRADMUNet / RRDBEncoder): importing them here would copy both models into the
+# shipped pipeline file, which needs only the sampling code (each model ships in its own component file).
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Tile:
     right: int
 
 
-def encoder_halo(lr_encoder: RRDBEncoder) -> int:
+def encoder_halo(lr_encoder: ModelMixin) -> int:
     """Receptive-field radius, in LR pixels, of the encoder's conditioning features, counted from its layers.
 
     Every layer is a stride-1 convolution, so the radius is the sum of ``kernel_size // 2`` along the longest
@@ -58,7 +60,7 @@ def encoder_halo(lr_encoder: RRDBEncoder) -> int:
     return halo + (radius(lr_encoder.trunk_conv) if deepest == num_blocks else 0)
 
 
-def condition_halo(unet: SRADMUNet) -> int:
+def condition_halo(unet: ModelMixin) -> int:
     """LR pixels beyond an HR region's own that ``unet.condition`` reads, on either side (its transposed conv's
     reach): output y reads the inputs i with ``i * stride - padding <= y <= i * stride - padding + kernel - 1``."""
     conv = unet.cond_proj
@@ -68,7 +70,7 @@ def condition_halo(unet: SRADMUNet) -> int:
     return max(before, after)
 
 
-def unet_alignment(unet: SRADMUNet, upscale_factor: int) -> int:
+def unet_alignment(unet: ModelMixin, upscale_factor: int) -> int:
     """HR grid (pixels) that tile starts snap to: a multiple of the U-Net's size multiple, of every attention
     level's window grid (``attention_window * 2**level``) and of the upscale factor."""
     config = unet.config
@@ -160,7 +162,7 @@ class TilePlan:
     tiles: list[Tile]
 
     @classmethod
-    def make(cls, unet: SRADMUNet, scale: int, height: int, width: int, tile_size: int, tile_overlap: int):
+    def make(cls, unet: ModelMixin, scale: int, height: int, width: int, tile_size: int, tile_overlap: int):
         """The plan for a padded LR image of height x width pixels and upscale factor ``scale``."""
         align = unet_alignment(unet, scale)
         tiles = plan_tiles(height * scale, width * scale, tile_size * scale, tile_overlap * scale, align)
@@ -190,7 +192,7 @@ def map_lr_tiles(fn, inputs: list[torch.Tensor], tile: int, halo: int, scale: in
 
 
 @torch.no_grad()
-def encode_features_tiled(lr_encoder: RRDBEncoder, lr: torch.Tensor, tile: int, return_trunk: bool = False):
+def encode_features_tiled(lr_encoder: ModelMixin, lr: torch.Tensor, tile: int, return_trunk: bool = False):
     """The encoder's features of ``lr`` (B, 3, h, w) in [-1, 1], computed on ``tile`` x ``tile`` LR tiles, each
     read with an :func:`encoder_halo` margin so that it equals the whole-image result. Returns (B, C, h, w), or
     with ``return_trunk`` ``(features, trunk)`` as ``lr_encoder(lr, return_trunk=True)`` (the trunk is one of the
@@ -217,7 +219,7 @@ class TiledNoisePredictor:
         ramp: width in HR pixels of the weight ramps on shared tile sides (the requested overlap).
     """
 
-    def __init__(self, unet: SRADMUNet, features: torch.Tensor, tiles: list[Tile], upscale_factor: int, ramp: int):
+    def __init__(self, unet: ModelMixin, features: torch.Tensor, tiles: list[Tile], upscale_factor: int, ramp: int):
         self.unet, self.features, self.tiles, self.scale = unet, features, tiles, upscale_factor
         self.halo = condition_halo(unet)
         height, width = features.shape[-2] * upscale_factor, features.shape[-1] * upscale_factor
