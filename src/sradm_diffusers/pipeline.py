@@ -365,13 +365,18 @@ class SRADMPipeline(DiffusionPipeline):
 
         consistency = LRConsistency(lr, up, scale, self.config.residual_scale) if lr_consistency else None
         hr_shape = (batch, 3, height * scale, width * scale)
+        # x_t and the scheduler's arithmetic stay in float32 whatever the U-Net's dtype; only the U-Net runs in
+        # half precision. So a half-precision run draws the float32 run's noise (torch < 2.13 drew other numbers
+        # for a float16 CPU randn, through a scalar kernel several times slower: with DDPM's per-step noise from
+        # a list of CPU generators that made fp16 sampling 4x slower than fp32 on a GPU, issue 19), and the
+        # scheduler's updates (a few 1e-3 per step) are not rounded to 8 or 11 bits.
         if latents is None:
-            latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=self.unet.dtype)
+            latents = randn_tensor(hr_shape, generator=generator, device=device, dtype=torch.float32)
         elif tuple(latents.shape) != hr_shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {hr_shape} for this input.")
         else:
             check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
-        latents = _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), pad_h * scale, pad_w * scale)
+        latents = _pad_bottom_right(latents.to(device=device, dtype=torch.float32), pad_h * scale, pad_w * scale)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -393,7 +398,7 @@ class SRADMPipeline(DiffusionPipeline):
             if self.interrupt:
                 continue
             model_input = self.scheduler.scale_model_input(latents, t)
-            noise_pred = predict_noise(model_input, t)
+            noise_pred = predict_noise(model_input.to(self.unet.dtype), t).float()
             if consistency is not None:
                 noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
             elif clip_x0:
