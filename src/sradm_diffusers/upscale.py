@@ -50,15 +50,16 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
+# No torch, numpy or diffusers at import time: ``sradm --help``, ``--version`` and argument errors read this
+# module's constants only, and must answer at once (issue 19). The functions that need them import them.
 from .atomic import check_writable_folder, replacing
 from .distributed import ProcessShare
-from .memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
-from .rrdb_start import check_strength
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MODEL: str = DEMO_MODEL
 """Folder (or Hub id) used when ``--model`` is not given: the bundled demo pipeline."""
@@ -97,7 +98,8 @@ calls. On 128 px crops of the 10 held-out photos (LR consistency on, 2 samples e
 of 100 DDPM steps with the same edge energy (-0.5 %): the fastest measured setting that meets the few-step goal
 without leaving noise in the image (README "Few-step sampling", ``benchmarks/bench_few_step.py``)."""
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+"""``--dtype`` name -> the ``torch`` dtype's attribute name (:func:`torch_dtype`)."""
 DEVICES = ("cpu", "cuda", "mps")
 MAX_SEED = 2**63 - 1
 """Largest seed (``torch.Generator.manual_seed`` takes 64-bit integers; 63 bits keep every S + k in range)."""
@@ -123,8 +125,17 @@ def one_line(error: BaseException | str, limit: int = 400) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def torch_dtype(name: str) -> "torch.dtype":
+    """``--dtype`` name ("fp32", "fp16", "bf16") -> ``torch.float32`` / ``torch.float16`` / ``torch.bfloat16``."""
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``--device``: None picks cuda, then mps, then cpu; an unavailable device is a :class:`UsageError`."""
+    import torch
+
     if name is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -156,6 +167,7 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
     """
     from diffusers.utils import logging as diffusers_logging
 
+    from .memory import keep_freed_memory, trim_heap_around_each_call
     from .pipeline import SRADMPipeline
 
     model = DEFAULT_MODEL if model is None else model
@@ -174,7 +186,7 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
     try:
-        kwargs = {} if dtype == "fp32" else {"torch_dtype": DTYPES[dtype]}
+        kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
         with warnings.catch_warnings():
             # newer diffusers rename torch_dtype to dtype (FutureWarning); older ones only know torch_dtype
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
@@ -235,6 +247,8 @@ def choose_tiling(width: int, height: int, tile: int | None, overlap: int) -> tu
 
 def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:
     """K CPU generators seeded ``seed + k`` (one per sample of an image), or None for random noise."""
+    import torch
+
     if seed is None:
         return None
     return [torch.Generator("cpu").manual_seed(seed + k) for k in range(samples)]
@@ -525,8 +539,11 @@ def run_upscale(
     Raises:
         UsageError: bad options, model or output location (the caller prints it and exits with 2).
     """
+    import numpy as np
+    import torch
     from tqdm.auto import tqdm
 
+    from .rrdb_start import check_strength
     from .uncertainty import summary_images
 
     if samples < 1:
