@@ -65,6 +65,10 @@ assert sradm_diffusers.ModelMixin is ModelMixin
 pipe = DiffusionPipeline.from_pretrained(sradm_diffusers.DEMO_MODEL)
 assert type(pipe) is sradm_diffusers.SRADMPipeline, type(pipe)
 assert set(sradm_diffusers.__all__) <= set(dir(sradm_diffusers))
+import types
+from sradm_diffusers import imresize  # the function, although the submodule of that name is imported by now
+assert "sradm_diffusers.imresize" in sys.modules and not isinstance(imresize, types.ModuleType)
+assert tuple(imresize(__import__("torch").zeros(1, 3, 4, 4), 2).shape) == (1, 3, 8, 8)
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)

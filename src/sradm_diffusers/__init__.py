@@ -13,6 +13,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -24,7 +25,6 @@ _LAZY = {
     "RRDBEncoder": ".models",
     "SRADMUNet": ".models",
     "SRADMPipeline": ".pipeline",
-    "imresize": ".imresize",
     # The diffusers pipeline loader resolves a component's base class as an attribute of the library named in
     # model_index.json ("sradm_diffusers"), so ModelMixin must be reachable here. It is not part of our API.
     "ModelMixin": "diffusers",
@@ -51,7 +51,25 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "imresize"})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``imresize`` is the function, although a submodule has the same name (importing
+    a submodule binds it as an attribute of its package, which would hide the lazily imported function)."""
+
+    @property
+    def imresize(self):
+        from .imresize import imresize
+
+        return imresize
+
+    @imresize.setter
+    def imresize(self, value) -> None:
+        pass  # the import system binding the submodule: the public name stays the function
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 class _DispatchOnceDiffusersLoads(importlib.abc.MetaPathFinder):
