@@ -353,7 +353,8 @@ class SRADMPipeline(DiffusionPipeline):
                 f"Got {len(generator)} generators for {lr.shape[0]} image(s) x num_images_per_prompt="
                 f"{num_images_per_prompt} = {batch} outputs; pass one generator, or a list of exactly {batch}."
             )
-        check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
+        check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt,
+                              output_size=(height * scale, width * scale))
         pad_h, pad_w = self._lr_padding(height, width)
         # Encoder and conditioning once per input image; its K samples share them. The RRDB start (strength < 1)
         # reuses the encoder's trunk.

@@ -234,14 +234,28 @@ def resolve_steps(pipe, steps: int | None) -> int:
     return steps
 
 
-def choose_tiling(width: int, height: int, tile: int | None, overlap: int) -> tuple[int, int] | None:
+def choose_tiling(
+    width: int, height: int, tile: int | None, overlap: int, device=None, untiled_bytes: int | None = None
+) -> tuple[int, int] | None:
     """``(tile_size, tile_overlap)`` for an input of width x height pixels, or None to sample it whole.
 
-    ``tile`` 0 never tiles, N > 0 always tiles with N, None tiles with :data:`DEFAULT_TILE` above
-    :data:`AUTO_TILE_PIXELS`.
+    ``tile`` 0 never tiles, N > 0 always tiles with N. None tiles with :data:`DEFAULT_TILE` when needed: on a CUDA
+    ``device``, when sampling the whole image (``untiled_bytes``, :func:`sradm_diffusers.memory.
+    estimate_sampling_bytes`) would not fit into the GPU's free memory (``torch.cuda.mem_get_info``, or
+    ``SRADM_MEMORY_LIMIT``); elsewhere (the CPU, where tiles also keep the U-Net's activations in cache) above
+    :data:`AUTO_TILE_PIXELS` input pixels.
     """
-    if tile == 0 or (tile is None and width * height <= AUTO_TILE_PIXELS):
+    if tile == 0:
         return None
+    if tile is None:
+        if device is not None and str(device).startswith("cuda") and untiled_bytes is not None:
+            from .memory import available_bytes
+
+            budget = available_bytes(device)
+            if budget is None or untiled_bytes <= budget:
+                return None
+        elif width * height <= AUTO_TILE_PIXELS:
+            return None
     return (DEFAULT_TILE if tile is None else tile, overlap)
 
 
@@ -260,7 +274,9 @@ def sample_batches(pipe, image, samples: int, device) -> list[tuple[int, int]]:
     from .memory import samples_per_batch
 
     try:
-        per_call = samples_per_batch(pipe.unet, *pipe.unet_input_size(image.height, image.width), samples, device)
+        scale = pipe.config.upscale_factor
+        per_call = samples_per_batch(pipe.unet, *pipe.unet_input_size(image.height, image.width), samples, device,
+                                     output_size=(image.height * scale, image.width * scale))
     except ValueError as error:
         raise ImageError(f"{image.width}x{image.height} input: {one_line(error)}") from error
     return [(start, min(per_call, samples - start)) for start in range(0, samples, per_call)]
@@ -572,10 +588,19 @@ def run_upscale(
 
     torch_device = share.device(device, resolve_device)
     if dtype == "fp16" and torch_device.type == "cpu":
+        from .cpu import native_bf16
+
         raise UsageError(
             "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
-            "5x slower than fp32) and diffusers warns they may fail; use --dtype fp32 or bf16 on the CPU, fp16 on cuda."
+            f"5x slower than fp32) and diffusers warns they may fail; use --dtype {'fp32 or bf16' if native_bf16() else 'fp32'}"
+            " on this CPU, fp16 on cuda."
         )
+    if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
+        from .cpu import bf16_advice
+
+        advice = bf16_advice()
+        if advice:
+            print(f"sradm upscale: note: {advice}.", file=sys.stderr)
     try:
         from .memory import available_bytes
 
@@ -617,10 +642,17 @@ def run_upscale(
                 written_keys.update((os.path.realpath(target), path) for target in targets)
                 continue
             image = load_image(path)
-            tiling = choose_tiling(image.width, image.height, tile, tile_overlap)
+            untiled = None
+            if torch_device.type == "cuda":
+                from .memory import available_bytes, estimate_sampling_bytes
+
+                untiled = estimate_sampling_bytes(pipe.unet, 1, image.height * scale, image.width * scale)
+            tiling = choose_tiling(image.width, image.height, tile, tile_overlap, torch_device, untiled)
             if tiling is not None and tile is None:
+                why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {available_bytes(torch_device) / 2**30:.1f}"
+                       f" GiB free on {torch_device}" if untiled is not None else f"is over {AUTO_TILE_PIXELS} pixels")
                 tqdm.write(
-                    f"{path}: {image.width}x{image.height} is over {AUTO_TILE_PIXELS} pixels: sampling in tiles of "
+                    f"{path}: {image.width}x{image.height} {why}: sampling in tiles of "
                     f"{tiling[0]} px overlapping by {tiling[1]} (--tile N to choose, --tile 0 to turn off)",
                     file=sys.stderr,
                 )
