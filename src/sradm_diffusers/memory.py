@@ -20,9 +20,10 @@ import ctypes.util
 import functools
 import os
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: ``sradm --help`` imports this module and must stay light
+    import torch
 
 BYTES_PER_WIDTH_PIXEL = 37.0
 """Fitted: peak bytes per HR pixel, batch item and channel of the U-Net's full-resolution width."""
@@ -74,6 +75,8 @@ def parse_size(text: str) -> int:
 
 def available_bytes(device: torch.device | str | None = None) -> int | None:
     """Memory sampling may use now: ``SRADM_MEMORY_LIMIT``, else the device's free memory (None if unknown)."""
+    import torch
+
     limit = os.environ.get(MEMORY_LIMIT_ENV)
     if limit:
         return parse_size(limit)

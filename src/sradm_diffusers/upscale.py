@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING
 # module's constants only, and must answer at once (issue 19). The functions that need them import them.
 from .atomic import check_writable_folder, replacing
 from .distributed import ProcessShare
+from .memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
 
 if TYPE_CHECKING:
@@ -167,7 +168,6 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
     """
     from diffusers.utils import logging as diffusers_logging
 
-    from .memory import keep_freed_memory, trim_heap_around_each_call
     from .pipeline import SRADMPipeline
 
     model = DEFAULT_MODEL if model is None else model
