@@ -152,7 +152,8 @@ def upscale_startup(device: str, plan: dict, folder: str) -> dict:
     Image.open(SAMPLE_IMAGE).convert("RGB").resize(plan["photo"], Image.BICUBIC).save(photo)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", _CHILD, device, photo, "--device", device, "--seed", "0", "-o",
-                             os.path.join(folder, "out.png"), *plan["sampling"]], capture_output=True, text=True, cwd=ROOT)
+                             os.path.join(folder, "out.png"), *plan["sampling"]],
+                            capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"sradm upscale failed: {result.stderr[-2000:]}")
@@ -252,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
               f"load and writing {up['load_and_write_s']:.1f} + sampling {up['sampling_s']:.1f} s")
         synthetic = report["train_synthetic"] = synthetic_training(device, plan, mixed)
         real = report["train_loader"] = loader_training(device, plan, mixed, folder)
-    print(f"\nTraining ({synthetic['preset']}, {synthetic['resolution']} px, batch {synthetic['batch']}, mixed precision "
-          f"{mixed}): synthetic batch {synthetic['samples_per_s']:.1f} samples/s, train.py with its data loader "
-          f"{real['samples_per_s']:.1f} samples/s")
+    print(f"\nTraining ({synthetic['preset']}, {synthetic['resolution']} px, batch {synthetic['batch']}, "
+          f"mixed precision {mixed}): synthetic batch {synthetic['samples_per_s']:.1f} samples/s, train.py with its "
+          f"data loader {real['samples_per_s']:.1f} samples/s")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -54,7 +54,8 @@ def main() -> None:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'LR':>4} {'HR Mpx':>7} {'peak growth MiB':>16} {'minus tile, B/px':>17}")
     for r in rows:
-        print(f"{r['lr']:4d} {r['pixels'] / 1e6:7.2f} {r['extra'] / 2**20:16.1f} {(r['extra'] - r['tile']) / r['pixels']:17.1f}")
+        per_pixel = (r["extra"] - r["tile"]) / r["pixels"]
+        print(f"{r['lr']:4d} {r['pixels'] / 1e6:7.2f} {r['extra'] / 2**20:16.1f} {per_pixel:17.1f}")
     x = np.array([[r["pixels"], 1.0] for r in rows], dtype=np.float64)
     y = np.array([r["extra"] - r["tile"] for r in rows], dtype=np.float64)
     slope, offset = np.linalg.lstsq(x, y, rcond=None)[0]

@@ -590,10 +590,10 @@ def run_upscale(
     if dtype == "fp16" and torch_device.type == "cpu":
         from .cpu import native_bf16
 
+        use = "fp32 or bf16" if native_bf16() else "fp32"
         raise UsageError(
             "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
-            f"5x slower than fp32) and diffusers warns they may fail; use --dtype {'fp32 or bf16' if native_bf16() else 'fp32'}"
-            " on this CPU, fp16 on cuda."
+            f"5x slower than fp32) and diffusers warns they may fail; use --dtype {use} on this CPU, fp16 on cuda."
         )
     if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
         from .cpu import bf16_advice
@@ -649,8 +649,9 @@ def run_upscale(
                 untiled = estimate_sampling_bytes(pipe.unet, 1, image.height * scale, image.width * scale)
             tiling = choose_tiling(image.width, image.height, tile, tile_overlap, torch_device, untiled)
             if tiling is not None and tile is None:
-                why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {available_bytes(torch_device) / 2**30:.1f}"
-                       f" GiB free on {torch_device}" if untiled is not None else f"is over {AUTO_TILE_PIXELS} pixels")
+                free = available_bytes(torch_device) if untiled is not None else None
+                why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {free / 2**30:.1f} GiB free on "
+                       f"{torch_device}" if untiled is not None else f"is over {AUTO_TILE_PIXELS} pixels")
                 tqdm.write(
                     f"{path}: {image.width}x{image.height} {why}: sampling in tiles of "
                     f"{tiling[0]} px overlapping by {tiling[1]} (--tile N to choose, --tile 0 to turn off)",
