@@ -57,8 +57,11 @@ def test_a_real_command_still_loads_torch():
 def test_lazy_package_gives_public_names_and_dispatch_after_a_later_diffusers_import():
     code = """
 import sys
+import importlib.util
 import sradm_diffusers
 assert "torch" not in sys.modules and "diffusers" not in sys.modules
+assert importlib.util.find_spec("diffusers") is not None  # an availability check first: the hook must survive it
+assert "diffusers" not in sys.modules
 from diffusers import DiffusionPipeline, ModelMixin  # imported after the package: the hook installs the dispatch
 assert getattr(DiffusionPipeline.from_pretrained.__func__, "_sradm_dispatch", False)
 assert sradm_diffusers.ModelMixin is ModelMixin

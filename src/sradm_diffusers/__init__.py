@@ -77,17 +77,26 @@ class _DispatchOnceDiffusersLoads(importlib.abc.MetaPathFinder):
     ``DiffusionPipeline.from_pretrained`` returns ``SRADMPipeline`` for SRADM folders once this package is imported,
     whether diffusers was imported before or after it."""
 
+    searching = False
+
     def find_spec(self, fullname, path, target=None):
-        if fullname != "diffusers":
+        if fullname != "diffusers" or self.searching:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        # A bare importlib.util.find_spec("diffusers") (availability checks) lands here too without importing it,
+        # so the hook stays installed until the module really executes.
+        self.searching = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.searching = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_install(module):
             exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             _install_dispatch()
 
         spec.loader.exec_module = exec_then_install
