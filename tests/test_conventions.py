@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline
+from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline, imresize
 
 
 def _count_unet_calls(pipe):
@@ -111,12 +111,20 @@ def test_half_precision_pipelines_give_finite_images(small_photo, dtype):
     assert loaded.unet.dtype == loaded.lr_encoder.dtype == dtype
     moved = SRADMPipeline.from_pretrained(DEMO_MODEL).to(dtype)
     assert moved.unet.dtype == moved.lr_encoder.dtype == dtype
+    # The diffusion residual: how far the float32 result is from the bicubic upsample it starts from.
+    lr = torch.from_numpy(np.asarray(small_photo).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    bicubic = ((imresize(lr, 4).clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    residual = np.abs(reference - bicubic).mean()
     for pipe in (loaded, moved):
         out = _sample(pipe, small_photo)
         assert out.dtype == np.float32 and out.shape == reference.shape == (1, 96, 128, 3)
         assert np.isfinite(out).all()
-        # Same noise draws (the noise is drawn in float32 then rounded): the image follows the float32 one.
-        assert np.abs(out - reference).mean() < 0.02
+        # Same noise draws (x_t and the scheduler stay in float32), so the image follows the float32 one up to the
+        # U-Net's rounding. Measured (AMD EPYC, torch 2.13): residual 0.0266; mean |half - fp32| 0.0005 (fp16, 2 %
+        # of it) and 0.0024 (bf16, 9 %). The bar, 25 % of the residual, leaves a 2.7x margin over bf16 and fails
+        # a result that lost the residual (bicubic: 100 %) or followed other noise (another seed: 75 %, the 0.020
+        # that torch 2.11's own float16 CPU noise gave on an Intel CPU, issue 19).
+        assert np.abs(out - reference).mean() < 0.25 * residual
 
 
 def test_docstring_example_runs():

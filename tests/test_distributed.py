@@ -39,7 +39,8 @@ def _launch(*args):
     """``accelerate launch`` the ``sradm`` command on 2 CPU processes; returns the finished process."""
     # accelerate 1.x starts several CPU processes through torch.distributed.run only with --multi_gpu;
     # ACCELERATE_USE_CPU=true then puts each on the CPU with the gloo backend (as tests/test_train.py does).
-    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    # CUDA_VISIBLE_DEVICES="": CPU processes that cannot see a GPU (with one visible, gloo may pick it up).
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -52,7 +53,8 @@ def _launch(*args):
 
 
 def test_upscale_splits_images_between_processes(photos, model_dir, tmp_path):
-    args = ["--model", model_dir, "--steps", 2, "--seed", 7, "--samples", 2]
+    # Both runs on the CPU: without --device the one-process run would take a GPU where there is one.
+    args = ["--model", model_dir, "--steps", 2, "--seed", 7, "--samples", 2, "--device", "cpu"]
     assert main(["upscale", str(photos), "-o", str(tmp_path / "one") + os.sep, *map(str, args)]) == 0
     result = _launch("upscale", photos, "-o", str(tmp_path / "two") + os.sep, *args)
 
@@ -70,7 +72,7 @@ def test_upscale_splits_images_between_processes(photos, model_dir, tmp_path):
 
 def test_evaluate_gathers_one_table_and_json(photos, model_dir, tmp_path):
     args = ["--hr-dir", photos, "--scale", 4, "--model", model_dir, "--methods", "bicubic,sradm", "--steps", 2,
-            "--samples", 2]
+            "--samples", 2, "--device", "cpu"]
     assert main(["evaluate", *map(str, args), "--json", str(tmp_path / "one.json")]) == 0
     result = _launch("evaluate", *args, "--json", tmp_path / "two.json")
 

@@ -330,8 +330,8 @@ def test_cli_tile_option_gives_the_api_result(tmp_path, model_dir):
 
     image = _write_png(tmp_path / "p.png", 20, 30)
     assert main(["upscale", str(tmp_path / "p.png"), "--model", model_dir, "--steps", "2", "--seed", "0",
-                 "--tile", "12", "--tile-overlap", "2", "-o", str(tmp_path / "out.png")]) == 0
-    pipe = SRADMPipeline.from_pretrained(model_dir)
+                 "--tile", "12", "--tile-overlap", "2", "-o", str(tmp_path / "out.png"), "--device", "cpu"]) == 0
+    pipe = SRADMPipeline.from_pretrained(model_dir)  # on the CPU, as the CLI was told (its default is cuda if any)
     pipe.enable_tiling(12, 2)
     expected = pipe(
         image, num_inference_steps=2, generator=[torch.Generator().manual_seed(0)], lr_consistency=True

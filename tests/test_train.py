@@ -376,7 +376,9 @@ def test_two_processes_train_on_different_data(image_root, tmp_path):
     """accelerate launch with 2 CPU processes (gloo): disjoint batches per step, one loadable result."""
     from sradm_diffusers import RRDBEncoder
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1",
+    # CUDA_VISIBLE_DEVICES="": with a GPU visible, accelerate's gloo barrier under ACCELERATE_USE_CPU failed
+    # ("Connection closed by peer", issue 19); the CPU processes this test means must not see one.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                **{train.DEBUG_ENV: str(tmp_path / "debug")})
     out = tmp_path / "dist"
     # accelerate 1.x runs several CPU processes through torch.distributed.run only via --multi_gpu; --cpu alone

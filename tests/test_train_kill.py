@@ -1,8 +1,14 @@
 """Training survives SIGKILL at any moment: at a random step, during a checkpoint save and during the final export
 (while writing it and while swapping it in over an existing model). Each killed run is a real subprocess that
 SIGKILLs itself at the named point (``SRADM_TRAIN_KILL_AT``, :func:`train_utils.crash_point`); every resume uses
-``--resume_from_checkpoint latest``, and the end result must equal an uninterrupted run."""
+``--resume_from_checkpoint latest``, and the end result must equal an uninterrupted run.
 
+Every training run of this file (the reference too) is a subprocess with the same environment: one intra-op
+thread and MKL's conditional numerical reproducibility, so that the resumed and the uninterrupted run take one
+arithmetic path (a float sum over 16 threads, or an MKL kernel picked by the alignment of a fresh allocation, rounds
+differently: on a 16-core machine an in-process reference differed from the resumed weights by more than 1e-6)."""
+
+import json
 import os
 import random
 import subprocess
@@ -17,11 +23,16 @@ sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_utils as tu  # noqa: E402
-from test_train import common, load_weights, run  # noqa: E402
+from test_train import common, load_weights  # noqa: E402
 
 from sradm_diffusers import SRADMPipeline  # noqa: E402
 
 TOTAL_STEPS = 6
+KILL_SEED = 20
+"""Seed of the RNG that picks the step of the first kill (printed, so that a failure reproduces)."""
+
+PINNED_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "MKL_CBWR": "COMPATIBLE"}
 
 
 def _args(images: Path, encoder: Path, out: Path, steps: int, resume: bool = True) -> list[str]:
@@ -32,12 +43,25 @@ def _args(images: Path, encoder: Path, out: Path, steps: int, resume: bool = Tru
             *(["--resume_from_checkpoint", "latest"] if resume else [])]
 
 
+def _train(argv: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """training/train.py in a subprocess with :data:`PINNED_ENV` (and ``SRADM_TRAIN_KILL_AT`` if given)."""
+    env = {k: v for k, v in os.environ.items() if k != tu.KILL_ENV}
+    env.update(PINNED_ENV, **({tu.KILL_ENV: kill_at} if kill_at else {}))
+    return subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), *argv], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def run(argv: list[str]) -> dict:
+    """A training run to its end (subprocess); returns its train_summary.json."""
+    result = _train(argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = Path(argv[argv.index("--output_dir") + 1])
+    return json.loads((out / "train_summary.json").read_text())
+
+
 def _killed_run(argv: list[str], point: str) -> None:
     """training/train.py in a subprocess that SIGKILLs itself at ``point``; asserts it really died there."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               **{tu.KILL_ENV: point})
-    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), *argv], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=180)
+    result = _train(argv, kill_at=point)
     assert result.returncode == -9, f"not killed at {point}: {result.stderr[-2000:]}"
 
 
@@ -81,7 +105,8 @@ def test_sigkill_at_a_step_in_a_checkpoint_save_and_in_the_export_then_resume(se
     old_unet = load_weights(out / "unet")
 
     # 1. SIGKILL right after a random optimizer step (before that step's checkpoint).
-    step = random.randint(3, TOTAL_STEPS - 1)
+    step = random.Random(KILL_SEED).randint(3, TOTAL_STEPS - 1)
+    print(f"first SIGKILL after step {step} (random.Random({KILL_SEED}))")
     _killed_run(_args(images, encoder, out, TOTAL_STEPS), f"step-{step}")
     latest = (step - 1) // 2 * 2
     assert _steps(out)[-1] == latest, f"killed at step {step}"

@@ -141,11 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="in (0, 1]: start from the RRDB output noised to an intermediate step and run the last int(steps * S) "
         "steps; 1 starts from pure noise (default: 1, or the few-step default when no sampling option is given)",
     )
-    up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights/compute dtype (default fp32)")
+    up.add_argument(
+        "--dtype", choices=list(DTYPES), default="fp32",
+        help="weights/compute dtype (default fp32). On a CPU, bf16 is faster only where the CPU has native bfloat16 "
+        "(avx512_bf16 or amx_bf16 in /proc/cpuinfo; a note says so otherwise, where it is several times slower); "
+        "fp16 is for cuda",
+    )
     up.add_argument(
         "--tile", type=_non_negative_int, default=None, metavar="N",
         help="sample in overlapping tiles of N x N input pixels, blended seam-free, in bounded memory; 0 never "
-        f"tiles (default: tiles of {DEFAULT_TILE} for inputs over {AUTO_TILE_PIXELS} pixels, announced)",
+        f"tiles (default, announced: tiles of {DEFAULT_TILE} on cuda when the whole image would not fit into the GPU's "
+        f"free memory, on the CPU for inputs over {AUTO_TILE_PIXELS} pixels)",
     )
     up.add_argument(
         "--tile-overlap", type=_non_negative_int, default=DEFAULT_TILE_OVERLAP, metavar="M",

@@ -227,15 +227,22 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
         device,
         padding: tuple[int, int],
     ) -> torch.Tensor:
-        """The starting noise x_T: ``latents`` if given (checked: shape (B*K, 3, s*h, s*w), finite), else drawn from
-        ``generator``; padded at the bottom/right by ``padding`` HR pixels (the U-Net's size multiple)."""
+        """The starting noise x_T in float32: ``latents`` if given (checked: shape (B*K, 3, s*h, s*w), finite), else
+        drawn from ``generator``; padded at the bottom/right by ``padding`` HR pixels (the U-Net's size multiple).
+
+        x_t and the scheduler's arithmetic stay in float32 whatever the U-Net's dtype; only the U-Net runs in half
+        precision. So a half-precision run draws the float32 run's noise (torch < 2.13 drew other numbers for a
+        float16 CPU randn, through a scalar kernel several times slower: with DDPM's per-step noise from a list of
+        CPU generators that made fp16 sampling 4x slower than fp32 on a GPU, issue 19), and the scheduler's updates
+        (a few 1e-3 per step) are not rounded to 8 or 11 bits.
+        """
         if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {shape} for this input.")
         else:
             check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
-        return _pad_bottom_right(latents.to(device=device, dtype=self.unet.dtype), *padding)
+        return _pad_bottom_right(latents.to(device=device, dtype=torch.float32), *padding)
 
     def _lr_padding(self, height: int, width: int) -> tuple[int, int]:
         """LR padding that makes the HR size a multiple of the U-Net's ``size_multiple``."""
@@ -302,7 +309,8 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
                 f"Got {len(generator)} generators for {lr.shape[0]} image(s) x num_images_per_prompt="
                 f"{num_images_per_prompt} = {batch} outputs; pass one generator, or a list of exactly {batch}."
             )
-        check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt)
+        check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt,
+                              output_size=(height * scale, width * scale))
         pad_h, pad_w = self._lr_padding(height, width)
         # Encoder and conditioning once per input image; its K samples share them. The RRDB start (strength < 1)
         # reuses the encoder's trunk.
@@ -337,7 +345,7 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
             if self.interrupt:
                 continue
             model_input = self.scheduler.scale_model_input(latents, t)
-            noise_pred = predict_noise(model_input, t)
+            noise_pred = predict_noise(model_input.to(self.unet.dtype), t).float()
             if consistency is not None:
                 noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
             elif clip_x0:

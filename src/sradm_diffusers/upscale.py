@@ -15,7 +15,7 @@ What it does, and the choices it makes:
 - **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
   with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
   their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
-  (:mod:`sradm_diffusers.extras.uncertainty`). ``-o`` is a folder (created if
+  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created if
   needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
   than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
   input file and one sample. An output that would replace one of the input files, or another output of the same
@@ -50,15 +50,17 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
+# No torch, numpy or diffusers at import time: ``sradm --help``, ``--version`` and argument errors read this
+# module's constants only, and must answer at once (issue 19). The functions that need them import them.
 from .atomic import check_writable_folder, replacing
 from .distributed import ProcessShare
 from .sampling.memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
-from .sampling.rrdb_start import check_strength
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MODEL: str = DEMO_MODEL
 """Folder (or Hub id) used when ``--model`` is not given: the bundled demo pipeline."""
@@ -97,7 +99,8 @@ calls. On 128 px crops of the 10 held-out photos (LR consistency on, 2 samples e
 of 100 DDPM steps with the same edge energy (-0.5 %): the fastest measured setting that meets the few-step goal
 without leaving noise in the image (README "Few-step sampling", ``benchmarks/bench_few_step.py``)."""
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+"""``--dtype`` name -> the ``torch`` dtype's attribute name (:func:`torch_dtype`)."""
 DEVICES = ("cpu", "cuda", "mps")
 MAX_SEED = 2**63 - 1
 """Largest seed (``torch.Generator.manual_seed`` takes 64-bit integers; 63 bits keep every S + k in range)."""
@@ -123,8 +126,17 @@ def one_line(error: BaseException | str, limit: int = 400) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def torch_dtype(name: str) -> "torch.dtype":
+    """``--dtype`` name ("fp32", "fp16", "bf16") -> ``torch.float32`` / ``torch.float16`` / ``torch.bfloat16``."""
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``--device``: None picks cuda, then mps, then cpu; an unavailable device is a :class:`UsageError`."""
+    import torch
+
     if name is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -174,7 +186,7 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
     try:
-        kwargs = {} if dtype == "fp32" else {"torch_dtype": DTYPES[dtype]}
+        kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
         with warnings.catch_warnings():
             # newer diffusers rename torch_dtype to dtype (FutureWarning); older ones only know torch_dtype
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
@@ -222,19 +234,35 @@ def resolve_steps(pipe, steps: int | None) -> int:
     return steps
 
 
-def choose_tiling(width: int, height: int, tile: int | None, overlap: int) -> tuple[int, int] | None:
+def choose_tiling(
+    width: int, height: int, tile: int | None, overlap: int, device=None, untiled_bytes: int | None = None
+) -> tuple[int, int] | None:
     """``(tile_size, tile_overlap)`` for an input of width x height pixels, or None to sample it whole.
 
-    ``tile`` 0 never tiles, N > 0 always tiles with N, None tiles with :data:`DEFAULT_TILE` above
-    :data:`AUTO_TILE_PIXELS`.
+    ``tile`` 0 never tiles, N > 0 always tiles with N. None tiles with :data:`DEFAULT_TILE` when needed: on a CUDA
+    ``device``, when sampling the whole image (``untiled_bytes``, :func:`sradm_diffusers.memory.
+    estimate_sampling_bytes`) would not fit into the GPU's free memory (``torch.cuda.mem_get_info``, or
+    ``SRADM_MEMORY_LIMIT``); elsewhere (the CPU, where tiles also keep the U-Net's activations in cache) above
+    :data:`AUTO_TILE_PIXELS` input pixels.
     """
-    if tile == 0 or (tile is None and width * height <= AUTO_TILE_PIXELS):
+    if tile == 0:
         return None
+    if tile is None:
+        if device is not None and str(device).startswith("cuda") and untiled_bytes is not None:
+            from .sampling.memory import available_bytes
+
+            budget = available_bytes(device)
+            if budget is None or untiled_bytes <= budget:
+                return None
+        elif width * height <= AUTO_TILE_PIXELS:
+            return None
     return (DEFAULT_TILE if tile is None else tile, overlap)
 
 
 def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:
     """K CPU generators seeded ``seed + k`` (one per sample of an image), or None for random noise."""
+    import torch
+
     if seed is None:
         return None
     return [torch.Generator("cpu").manual_seed(seed + k) for k in range(samples)]
@@ -242,11 +270,13 @@ def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] |
 
 def sample_batches(pipe, image, samples: int, device) -> list[tuple[int, int]]:
     """(first sample, count) of the pipeline calls that produce the ``samples`` outputs of ``image`` (PIL): as many
-    per call as fit into memory (:mod:`~.sampling.memory`). Raises :class:`ImageError` when not one fits."""
+    per call as fit into memory (:mod:`sradm_diffusers.memory`). Raises :class:`ImageError` when not one fits."""
     from .sampling.memory import samples_per_batch
 
     try:
-        per_call = samples_per_batch(pipe.unet, *pipe.unet_input_size(image.height, image.width), samples, device)
+        scale = pipe.config.upscale_factor
+        per_call = samples_per_batch(pipe.unet, *pipe.unet_input_size(image.height, image.width), samples, device,
+                                     output_size=(image.height * scale, image.width * scale))
     except ValueError as error:
         raise ImageError(f"{image.width}x{image.height} input: {one_line(error)}") from error
     return [(start, min(per_call, samples - start)) for start in range(0, samples, per_call)]
@@ -525,8 +555,11 @@ def run_upscale(
     Raises:
         UsageError: bad options, model or output location (the caller prints it and exits with 2).
     """
+    import numpy as np
+    import torch
     from tqdm.auto import tqdm
 
+    from .sampling.rrdb_start import check_strength
     from .extras.uncertainty import summary_images
 
     if samples < 1:
@@ -555,10 +588,19 @@ def run_upscale(
 
     torch_device = share.device(device, resolve_device)
     if dtype == "fp16" and torch_device.type == "cpu":
+        from .cpu import native_bf16
+
+        use = "fp32 or bf16" if native_bf16() else "fp32"
         raise UsageError(
             "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
-            "5x slower than fp32) and diffusers warns they may fail; use --dtype fp32 or bf16 on the CPU, fp16 on cuda."
+            f"5x slower than fp32) and diffusers warns they may fail; use --dtype {use} on this CPU, fp16 on cuda."
         )
+    if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
+        from .cpu import bf16_advice
+
+        advice = bf16_advice()
+        if advice:
+            print(f"sradm upscale: note: {advice}.", file=sys.stderr)
     try:
         from .sampling.memory import available_bytes
 
@@ -600,10 +642,18 @@ def run_upscale(
                 written_keys.update((os.path.realpath(target), path) for target in targets)
                 continue
             image = load_image(path)
-            tiling = choose_tiling(image.width, image.height, tile, tile_overlap)
+            untiled = None
+            if torch_device.type == "cuda":
+                from .sampling.memory import available_bytes, estimate_sampling_bytes
+
+                untiled = estimate_sampling_bytes(pipe.unet, 1, image.height * scale, image.width * scale)
+            tiling = choose_tiling(image.width, image.height, tile, tile_overlap, torch_device, untiled)
             if tiling is not None and tile is None:
+                free = available_bytes(torch_device) if untiled is not None else None
+                why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {free / 2**30:.1f} GiB free on "
+                       f"{torch_device}" if untiled is not None else f"is over {AUTO_TILE_PIXELS} pixels")
                 tqdm.write(
-                    f"{path}: {image.width}x{image.height} is over {AUTO_TILE_PIXELS} pixels: sampling in tiles of "
+                    f"{path}: {image.width}x{image.height} {why}: sampling in tiles of "
                     f"{tiling[0]} px overlapping by {tiling[1]} (--tile N to choose, --tile 0 to turn off)",
                     file=sys.stderr,
                 )

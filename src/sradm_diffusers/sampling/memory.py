@@ -20,15 +20,24 @@ import ctypes.util
 import functools
 import os
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: ``sradm --help`` imports this module and must stay light
+    import torch
 
 BYTES_PER_WIDTH_PIXEL = 37.0
 """Fitted: peak bytes per HR pixel, batch item and channel of the U-Net's full-resolution width."""
 
 FIXED_BYTES = 58 * 2**20
 """Fitted: allocator and library overhead of a pipeline call, independent of the image size."""
+
+WHOLE_IMAGE_BYTES_PER_PIXEL = 340
+"""Measured: peak bytes per HR pixel and batch item of the whole-image tensors of a *tiled* call (x_t, the bicubic
+upsample, the blended noise prediction, the scheduler's and LR consistency's temporaries, the output and its
+conversion to 8 bits), which tiling does not shrink. ``python benchmarks/memory_tiled.py`` (tiny preset, 32-pixel
+tiles, the CLI's default sampling, fp32, CPU): 194, 218 and 315 B per HR pixel at 0.26, 1.05 and 2.36 Mpx
+outputs, least-squares slope 336 B; stored rounded up. At a 12000x9000 input (a 1.7-gigapixel output) that is
+about 550 GiB, so such a run is refused before it starts instead of failing after hours."""
 
 MEMORY_LIMIT_ENV = "SRADM_MEMORY_LIMIT"
 
@@ -42,10 +51,17 @@ def full_resolution_width(unet) -> int:
     return int(unet.config.base_channels * unet.config.channel_mults[0])
 
 
-def estimate_sampling_bytes(unet, batch: int, height: int, width: int) -> int:
-    """Estimated peak extra memory (bytes) of sampling ``batch`` images of HR size ``height`` x ``width``."""
+def estimate_sampling_bytes(
+    unet, batch: int, height: int, width: int, output_size: tuple[int, int] | None = None
+) -> int:
+    """Estimated peak extra memory (bytes) of sampling ``batch`` images when the U-Net sees HR ``height`` x ``width``
+    pixels at once: the whole output, or one tile. ``output_size``: the HR (height, width) of the whole output when
+    it is larger (tiled sampling), whose whole-image tensors (:data:`WHOLE_IMAGE_BYTES_PER_PIXEL`) are added."""
     per_pixel = BYTES_PER_WIDTH_PIXEL * full_resolution_width(unet)
-    return int(per_pixel * batch * height * width + FIXED_BYTES)
+    needed = per_pixel * batch * height * width + FIXED_BYTES
+    if output_size is not None and output_size[0] * output_size[1] > height * width:
+        needed += WHOLE_IMAGE_BYTES_PER_PIXEL * batch * output_size[0] * output_size[1]
+    return int(needed)
 
 
 def parse_size(text: str) -> int:
@@ -59,6 +75,8 @@ def parse_size(text: str) -> int:
 
 def available_bytes(device: torch.device | str | None = None) -> int | None:
     """Memory sampling may use now: ``SRADM_MEMORY_LIMIT``, else the device's free memory (None if unknown)."""
+    import torch
+
     limit = os.environ.get(MEMORY_LIMIT_ENV)
     if limit:
         return parse_size(limit)
@@ -80,33 +98,48 @@ def _gib(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:.1f} GiB"
 
 
-def check_sampling_memory(unet, batch: int, height: int, width: int, device=None, samples: int = 1) -> None:
-    """Raise :class:`SamplingMemoryError` if sampling ``batch`` outputs of HR size ``height`` x ``width`` would not
-    fit into :func:`available_bytes`. ``samples`` (K per input) only shapes the message."""
+def check_sampling_memory(
+    unet, batch: int, height: int, width: int, device=None, samples: int = 1,
+    output_size: tuple[int, int] | None = None,
+) -> None:
+    """Raise :class:`SamplingMemoryError` if sampling ``batch`` outputs would not fit into :func:`available_bytes`:
+    the U-Net sees HR ``height`` x ``width`` at once; ``output_size`` is the whole HR (height, width) when that is a
+    tile (:func:`estimate_sampling_bytes`). ``samples`` (K per input) only shapes the message."""
     budget = available_bytes(device)
     if budget is None:
         return
-    needed = estimate_sampling_bytes(unet, batch, height, width)
+    needed = estimate_sampling_bytes(unet, batch, height, width, output_size)
     if needed <= budget:
         return
-    fixes = "a smaller input, --tile N (sample in N-pixel tiles)"
+    tiled = output_size is not None and output_size[0] * output_size[1] > height * width
+    if tiled:
+        whole = WHOLE_IMAGE_BYTES_PER_PIXEL * batch * output_size[0] * output_size[1]
+        size = f"{output_size[1]}x{output_size[0]} pixels in tiles of {width}x{height}"
+        fixes = (f"a smaller input: tiling bounds only the U-Net's memory, and the whole-image tensors (x_t, the "
+                 f"bicubic upsample, the output, ...) alone need {_gib(whole)}; upscale the image in parts")
+    else:
+        size = f"{width}x{height} pixels"
+        fixes = "a smaller input, --tile N (sample in N-pixel tiles)"
     if samples > 1:
         fixes += ", or fewer samples (--samples / num_images_per_prompt)"
     raise SamplingMemoryError(
-        f"sampling {batch} output(s) of {width}x{height} pixels needs about {_gib(needed)} but only {_gib(budget)} "
-        f"is available; use {fixes}."
+        f"sampling {batch} output(s) of {size} needs about {_gib(needed)} but only {_gib(budget)} is available; use "
+        f"{fixes}."
     )
 
 
-def samples_per_batch(unet, height: int, width: int, samples: int, device=None) -> int:
-    """How many of the ``samples`` outputs of one image (HR ``height`` x ``width``) to sample per pipeline call: as
-    many as fit into half the available memory (headroom for the estimate's error; larger batches gain little),
-    at least one. Raises :class:`SamplingMemoryError` when not even one fits into all of it."""
-    check_sampling_memory(unet, 1, height, width, device, samples)
+def samples_per_batch(
+    unet, height: int, width: int, samples: int, device=None, output_size: tuple[int, int] | None = None
+) -> int:
+    """How many of the ``samples`` outputs of one image (the U-Net seeing HR ``height`` x ``width``; ``output_size``
+    the whole output when tiled) to sample per pipeline call: as many as fit into half the available memory
+    (headroom for the estimate's error; larger batches gain little), at least one. Raises
+    :class:`SamplingMemoryError` when not even one fits into all of it."""
+    check_sampling_memory(unet, 1, height, width, device, samples, output_size)
     budget = available_bytes(device)
     if budget is None:
         return samples
-    one = estimate_sampling_bytes(unet, 1, height, width) - FIXED_BYTES
+    one = estimate_sampling_bytes(unet, 1, height, width, output_size) - FIXED_BYTES
     return max(1, min(samples, int((budget / 2 - FIXED_BYTES) // max(one, 1))))
 
 
