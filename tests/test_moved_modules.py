@@ -17,6 +17,8 @@ def test_old_path_is_the_new_module_with_a_warning(old, new):
         warnings.simplefilter("always")
         module = importlib.import_module(f"sradm_diffusers.{old}")
     assert module is importlib.import_module(f"sradm_diffusers.{new}")
+    # the module keeps its own spec: tools that read its source (the remote-code inliner) still find the file
+    assert module.__spec__.name == f"sradm_diffusers.{new}" and module.__spec__.origin.endswith(".py")
     messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
     assert messages == [f"sradm_diffusers.{old} moved to sradm_diffusers.{new}; import it from there (the old path "
                         "goes away in version 0.3)."]

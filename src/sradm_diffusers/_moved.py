@@ -50,10 +50,13 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             f"{spec.name} moved to {new}; import it from there (the old path goes away in version 0.3).",
             FutureWarning, stacklevel=2,
         )
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        spec.loader_state = module.__spec__  # the import system sets module.__spec__ to the alias spec next
+        return module
 
     def exec_module(self, module):
-        """The module is already executed at its new place."""
+        """The module is already executed at its new place; give it back its own spec (file, origin)."""
+        module.__spec__ = module.__spec__.loader_state
 
 
 def install() -> None:
