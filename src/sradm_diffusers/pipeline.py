@@ -18,7 +18,7 @@ from .imresize import imresize
 from .loading.pipeline_hub import SRADMHubMixin
 from .sampling.lr_consistency import FINAL_ITERATIONS, LRConsistency
 from .sampling.memory import check_sampling_memory
-from .sampling.prediction import clip_model_output, needs_x0_clipping
+from .sampling.prediction import clip_model_output, needs_x0_clipping, thresholding_as_clamp
 from .sampling.rrdb_start import check_strength, rrdb_residual, truncate_timesteps
 from .sampling.tiling import TilePlan, TiledNoisePredictor, check_tile_arguments, encode_features_tiled
 
@@ -244,6 +244,40 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
             check_finite(latents, "latents", "pass finite Gaussian noise (e.g. randn_tensor) or latents=None.")
         return _pad_bottom_right(latents.to(device=device, dtype=torch.float32), *padding)
 
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        predict_noise: Callable[[torch.Tensor, Any], torch.Tensor],
+        consistency: LRConsistency | None,
+        extra_step_kwargs: dict[str, Any],
+        callback_on_step_end=None,
+        callback_tensor_inputs: list[str] = ("latents",),
+    ) -> torch.Tensor:
+        """The reverse process: x_t (B*K, 3, H, W) float32 -> x_0, one scheduler step per timestep.
+
+        Each step predicts the noise (the U-Net in its own dtype, on tiles if ``predict_noise`` tiles), bounds the
+        implied x_0 (LR consistency's back-projection, or the config's clip for schedulers that cannot clip), and
+        steps the scheduler; ``callback_on_step_end`` may replace x_t, and ``pipe._interrupt`` skips what is left.
+        """
+        clip_x0 = needs_x0_clipping(self.scheduler)  # e.g. Euler, which cannot clip x_0 itself
+        with thresholding_as_clamp(self.scheduler):
+            for i, t in enumerate(self.progress_bar(timesteps)):
+                if self.interrupt:
+                    continue
+                model_input = self.scheduler.scale_model_input(latents, t)
+                noise_pred = predict_noise(model_input.to(self.unet.dtype), t).float()
+                if consistency is not None:
+                    noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
+                elif clip_x0:
+                    noise_pred = clip_model_output(self.scheduler, noise_pred, model_input, t)
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                if callback_on_step_end is not None:
+                    available = {"latents": latents}
+                    tensors = {name: available[name] for name in callback_tensor_inputs}
+                    latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+        return latents
+
     def _lr_padding(self, height: int, width: int) -> tuple[int, int]:
         """LR padding that makes the HR size a multiple of the U-Net's ``size_multiple``."""
         multiple = self.unet.size_multiple // math.gcd(self.unet.size_multiple, self.config.upscale_factor)
@@ -337,24 +371,11 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
             del x0, trunk  # whole-image tensors: not held through the loop
         else:
             latents = latents * self.scheduler.init_noise_sigma
-        clip_x0 = needs_x0_clipping(self.scheduler)  # e.g. Euler, which cannot clip x_0 itself
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         self._num_timesteps = len(timesteps)
         self._interrupt = False
-        for i, t in enumerate(self.progress_bar(timesteps)):
-            if self.interrupt:
-                continue
-            model_input = self.scheduler.scale_model_input(latents, t)
-            noise_pred = predict_noise(model_input.to(self.unet.dtype), t).float()
-            if consistency is not None:
-                noise_pred = consistency.correct_model_output(self.scheduler, noise_pred, model_input, t)
-            elif clip_x0:
-                noise_pred = clip_model_output(self.scheduler, noise_pred, model_input, t)
-            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                available = {"latents": latents}
-                tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+        latents = self.denoise(latents, timesteps, predict_noise, consistency, extra_step_kwargs,
+                               callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         if consistency is not None:
             latents = consistency.project(latents, FINAL_ITERATIONS)
