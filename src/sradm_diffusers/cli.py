@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate only the first N images")
     ev.add_argument(
         "--center-crop", type=_positive_int, default=None, metavar="N",
-        help="evaluate the central NxN HR window of each image (N a multiple of --scale); keeps sampling fast on CPU",
+        help="evaluate the central NxN HR window of each image (N a multiple of --scale; a side shorter than N is "
+        "kept whole, with a note); keeps sampling fast on CPU",
     )
     ev.add_argument("--json", default=None, metavar="FILE", help="write all numbers to this JSON file (atomically)")
     _add_sampling_options(ev, 0, "seed: sample k of every image uses a generator seeded S+k (default 0)")

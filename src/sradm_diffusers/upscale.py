@@ -482,10 +482,9 @@ def check_single_output(output: str, inputs: list[str], extensions: tuple[str, .
     for source in inputs:
         if os.path.realpath(source) == key:
             raise UsageError(f"-o {output!r} would overwrite an input file ({source}); choose another -o.")
-    try:
-        output_target(output)
-    except NotARegularFileError as error:
-        raise UsageError(f"-o {one_line(error)}") from error
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {output!r}: the folder {folder!r} does not exist; create it first.")
     prepare_output_folders(OutputPlan(file=output), [])
 
 
