@@ -412,3 +412,131 @@ def test_center_crop_larger_than_the_image_is_said(tmp_path, capsys):
     assert status == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note:")]
     assert notes == ["note: small.png: 48x40 is smaller than --center-crop 64; evaluated on its central 48x40"]
+
+
+# ----------------------------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """train/: 4 usable 40x40 PNGs; tiny/train/: one 16x16 PNG (below --resolution 32)."""
+    root = tmp_path_factory.mktemp("images")
+    for i in range(4):
+        _png(root / "good" / "train" / f"img{i}.png", 40, 40, seed=i)
+    _png(root / "tiny" / "train" / "small.png", 16, 16)
+    return root
+
+
+def _args(data: Path, out: Path, *extra):
+    args = common(data, out, "--max_train_steps", 4, "--checkpointing_steps", 2, "--validation_steps", 0,
+                  "--num_validation_images", 0, *extra)
+    return ["--stage", "encoder", *[a for a in args if a not in ("--validation_split", "test")]]
+
+
+MODEL_FILES = {"config.json", "diffusion_pytorch_model.safetensors", "README.md", "train_summary.json"}
+
+
+def _train_script(argv, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "training" / "train.py"), *map(str, argv)], capture_output=True, text=True,
+        timeout=300, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
+                                        **env),
+    )
+
+
+def test_max_train_steps_zero_is_refused(images, tmp_path):
+    with pytest.raises(ValueError, match=r"--max_train_steps 0 trains nothing .*use 1 or more"):
+        run(_args(images / "good", tmp_path / "run", "--max_train_steps", 0))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(images, tmp_path, monkeypatch):
+    """The loss becomes NaN at step 3: checkpoint-2 stays, checkpoint-4 and the final model are not written, and the
+    error names step 3 (noticed before the save at step 4)."""
+    import train
+
+    real, calls = train.encoder_loss, []
+
+    def loss(*args):
+        calls.append(1)
+        value = real(*args)
+        return value * float("nan") if len(calls) >= 3 else value
+
+    monkeypatch.setattr(train, "encoder_loss", loss)
+    out = tmp_path / "run"
+    with pytest.raises(tu.TrainingDivergedError,
+                       match=r"loss became NaN or infinite at step 3 \(noticed at step 4, before saving\).*"
+                             r"checkpoint-2, is kept .*--resume_from_checkpoint latest"):
+        run(_args(images / "good", out, "--max_train_steps", 6))
+    names = {p.name for p in out.iterdir()}
+    assert {n for n in names if n.startswith("checkpoint")} == {"checkpoint-2"}
+    assert not names & MODEL_FILES and not [n for n in names if n.startswith(".")]
+    assert tu.checkpoint_problem(str(out / "checkpoint-2")) is None
+    from safetensors.torch import load_file
+
+    weights = load_file(out / "checkpoint-2" / "encoder" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_diverging_learning_rate_exits_3_without_a_model(images, tmp_path):
+    """The drill's case, end to end: --learning_rate 1e30."""
+    out = tmp_path / "run"
+    result = _train_script(_args(images / "good", out, "--learning_rate", "1e30"))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"error: the training loss became NaN or infinite at step \d+", last), last
+    assert not {p.name for p in out.iterdir()} & MODEL_FILES
+
+
+def test_one_image_below_the_resolution_is_counted_once(images, tmp_path):
+    """A one-image folder fills a batch of 2 by repeating the image: it is one skipped image, not two."""
+    with pytest.raises(ValueError, match=r"No training pair in a whole epoch: 1 image\(s\) were skipped"):
+        run(_args(images / "tiny", tmp_path / "run"))
+
+
+def test_saved_weights_follow_the_umask(images, tmp_path):
+    out = tmp_path / "run"
+    previous = os.umask(0o022)
+    try:
+        run(_args(images / "good", out, "--max_train_steps", 2))
+    finally:
+        os.umask(previous)
+    weights = [out / "diffusion_pytorch_model.safetensors",
+               out / "checkpoint-2" / "encoder" / "diffusion_pytorch_model.safetensors"]
+    files = [p for p in out.rglob("*") if p.is_file() and "logs" not in p.parts]
+    assert set(weights) <= set(files)
+    assert {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in files} == {
+        str(p.relative_to(out)): "0o644" for p in files}
+
+
+def test_full_disk_during_a_checkpoint_save_says_so(images, tmp_path):
+    """A 1.1 MB tmpfs holds checkpoint-2 (about 0.75 MB) but not checkpoint-4 as well."""
+    with _tmpfs(tmp_path / "disk", "size=1100k") as disk:
+        out = disk / "run"
+        with pytest.raises(tu.DiskFullError,
+                           match=rf"no space left on device while saving checkpoint-4 in {re.escape(str(out))} "
+                                 r"\(.* MiB free\); the unfinished save was removed"):
+            run(_args(images / "good", out, "--cache_dir", str(tmp_path / "cache")))
+        names = sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint", ".")))
+        assert names == ["checkpoint-2"] and tu.checkpoint_problem(str(out / "checkpoint-2")) is None
+        assert not {p.name for p in out.iterdir()} & MODEL_FILES
+
+
+def test_accelerate_launch_with_a_bad_flag_shows_train_py_error(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not on PATH")
+    launch = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    quiet = subprocess.run([*launch, "--quiet", "training/train.py", "--bogus"], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT, env=env)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr, quiet.stderr[-2000:]
+    assert quiet.stderr.strip().splitlines() == [
+        "error: unrecognized arguments: --bogus (see python training/train.py --help)",
+        "error: training/train.py exited with status 2 for the reason above; a launcher traceback that follows only "
+        "repeats it (accelerate launch --quiet leaves it out).",
+    ]
+    plain = _train_script(["--bogus"])  # without a launcher: the error line alone, exit status 2
+    assert plain.returncode == 2
+    assert plain.stderr.strip().splitlines() == ["error: unrecognized arguments: --bogus "
+                                                 "(see python training/train.py --help)"]

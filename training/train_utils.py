@@ -147,10 +147,11 @@ def divergence_message(problem: str, step: int, output_dir: str, learning_rate: 
     checkpoints = list_checkpoints(output_dir)
     kept = (f"the last good checkpoint, {os.path.basename(checkpoints[-1][1])}, is kept in {output_dir}"
             if checkpoints else f"no checkpoint had been saved in {output_dir}")
+    noticed = "" if problem.endswith(f"at step {step}") else f" (noticed at step {step}, before saving)"
     return (
-        f"{problem} (noticed at step {step}, before saving): training stopped, no checkpoint or final model was "
-        f"written from it and {kept}. Lower --learning_rate (this run: {learning_rate:g}) or clip gradients "
-        "(--max_grad_norm), then rerun" + (" with --resume_from_checkpoint latest." if checkpoints else ".")
+        f"{problem}{noticed}: training stopped; no checkpoint or final model was written from it and {kept}. Lower "
+        f"--learning_rate (this run: {learning_rate:g}) or --max_grad_norm, then rerun"
+        + (" with --resume_from_checkpoint latest." if checkpoints else ".")
     )
 
 
