@@ -265,14 +265,22 @@ def test_interpolate_and_fuse_check_options_and_output_first(case, tmp_path, mod
     assert _tree(tmp_path) == before
 
 
-def _read_only_folder(tmp_path: Path) -> Path:
-    """A folder that cannot be written even by root: a read-only tmpfs; else chmod 555 when not root."""
-    folder = tmp_path / "ro"
-    if os.geteuid() != 0:
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    return folder  # mounted by the caller
+@pytest.mark.parametrize("command", ["interpolate", "fuse"])
+def test_nan_output_of_damaged_weights_is_one_line_exit_1(command, tmp_path, model_dir, capsys):
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    weights_file = model / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(weights_file)
+    weights["conv_in.0.bias"] = torch.full_like(weights["conv_in.0.bias"], float("nan"))
+    save_file(weights, weights_file)
+    make = _interpolate if command == "interpolate" else _fuse
+    status, err = _cli(make(tmp_path, str(model), *(["--frames", 2] if command == "interpolate" else [])), capsys)
+    assert status == 1
+    _one_error_line(err, r"p\.png: (interpolation|fusion) failed: NaN or infinite values in the model's output")
+    assert not (tmp_path / "strip.png").exists() and not (tmp_path / "fused.png").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_fuse_into_a_read_only_folder_fails_before_sampling(tmp_path, model_dir, capsys, monkeypatch):

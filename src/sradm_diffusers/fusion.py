@@ -163,8 +163,8 @@ def run_fuse(
 
     Like ``sradm upscale``, the options, the three inputs and the output location (not an input file, not a folder
     or device, in a writable folder) are checked before the model is loaded; ``--steps``, the sizes of REFERENCE and
-    MASK and the memory before sampling. Returns 0, or 1 when the result could not be written (one line on stderr;
-    nothing is left under the output name or beside it).
+    MASK and the memory before sampling. Returns 0, or 1 when sampling failed (e.g. NaN output) or the result could
+    not be written (one line on stderr; nothing is left under the output name or beside it).
 
     Raises:
         UsageError: bad options, model, inputs or output (one line, exit status 2).
@@ -216,8 +216,9 @@ def run_fuse(
             pipe, image, reference, mask, feather=feather, generator=torch.Generator().manual_seed(seed),
             num_inference_steps=num_steps, lr_consistency=lr_consistency,
         )
-    except ValueError as error:
-        raise UsageError(one_line(error)) from error
+    except (RuntimeError, ValueError) as error:  # e.g. NaN output of damaged weights: as upscale's per-image error
+        print(f"sradm: error: {input_path}: fusion failed: {one_line(error)}", file=sys.stderr)
+        return 1
     try:
         write_image_atomic(result.images[0], output)
     except (OSError, ValueError) as error:

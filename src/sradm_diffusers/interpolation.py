@@ -121,8 +121,8 @@ def run_interpolate(
 
     Like ``sradm upscale``, the options, the input and the output location (not an input file, not a folder or
     device, in a writable folder) are checked before the model is loaded, and ``--steps`` and the memory the frames
-    need before sampling. Returns 0, or 1 when the result could not be written (one line on stderr; nothing is left
-    under the output name or beside it).
+    need before sampling. Returns 0, or 1 when sampling failed (e.g. NaN output) or the result could not be
+    written (one line on stderr; nothing is left under the output name or beside it).
 
     Raises:
         UsageError: bad options, model, input or output (one line, exit status 2).
@@ -149,10 +149,15 @@ def run_interpolate(
     except ValueError as error:
         raise UsageError(f"--frames {frames}: {one_line(error)}") from error
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
-    images = interpolate(
-        pipe, image, num_frames=frames, generator_a=torch.Generator().manual_seed(seeds[0]),
-        generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps, lr_consistency=lr_consistency,
-    )
+    try:
+        images = interpolate(
+            pipe, image, num_frames=frames, generator_a=torch.Generator().manual_seed(seeds[0]),
+            generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps,
+            lr_consistency=lr_consistency,
+        )
+    except (RuntimeError, ValueError) as error:  # e.g. NaN output of damaged weights: as upscale's per-image error
+        print(f"sradm: error: {input_path}: interpolation failed: {one_line(error)}", file=sys.stderr)
+        return 1
     try:
         if output.lower().endswith(".gif"):
             from .atomic import replacing
