@@ -249,7 +249,7 @@ FRONT_END_CASES = [
     ("fuse_steps_too_many", lambda t, m: _fuse(t, m, "--steps", 1000), r"--steps 1000: use 1\.\.100"),
     ("fuse_reference_wrong_size",
      lambda t, m: _fuse(t, m) [:3] + [_png(t / "small.png", 8, 10)] + _fuse(t, m)[4:],
-     r"small\.png is 10x8; REFERENCE and MASK must have the SR size 40x32"),
+     r"--reference .*small\.png is 10x8; REFERENCE and MASK must have the SR size 40x32"),
     ("fuse_out_is_a_folder", lambda t, m: _fuse(t, m, out="."), r"is a folder; pass an image file"),
 ]
 

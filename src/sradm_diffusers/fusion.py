@@ -200,10 +200,10 @@ def run_fuse(
     set_scheduler(pipe, scheduler)
     num_steps = resolve_steps(pipe, steps)
     scale = pipe.config.upscale_factor
-    for path, other in ((reference_path, reference), (mask_path, mask)):
+    for option, path, other in (("--reference", reference_path, reference), ("--mask", mask_path, mask)):
         if other.size != (image.width * scale, image.height * scale):
             raise UsageError(
-                f"{path} is {other.width}x{other.height}; REFERENCE and MASK must have the SR size "
+                f"{option} {path} is {other.width}x{other.height}; REFERENCE and MASK must have the SR size "
                 f"{image.width * scale}x{image.height * scale} ({scale} times {input_path})."
             )
     try:
