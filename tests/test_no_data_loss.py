@@ -212,7 +212,7 @@ def test_absurdly_small_tiles_are_refused_with_the_minimum(tmp_path, model_dir, 
     from sradm_diffusers.upscale import MIN_TILE
 
     photo = _png(tmp_path / "p.png", 64, 64)
-    for tile in (1, MIN_TILE - 1):
+    for tile in (MIN_TILE - 1, 1):
         status, err = _cli(["upscale", photo, "--tile", tile, "--tile-overlap", 0, "-o", tmp_path / "out",
                             "--model", model_dir], capsys)
         assert status == 2
