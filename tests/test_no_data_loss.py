@@ -548,3 +548,29 @@ def test_accelerate_launch_with_a_bad_flag_shows_train_py_error(tmp_path):
     assert plain.returncode == 2
     assert plain.stderr.strip().splitlines() == ["error: unrecognized arguments: --bogus "
                                                  "(see python training/train.py --help)"]
+
+
+def test_nonfinite_watch_keeps_the_first_bad_step():
+    watch = tu.NonFiniteWatch("cpu")
+    for step, value in ((1, 0.5), (2, 1.0), (3, float("nan")), (4, float("inf")), (5, 0.1)):
+        watch.observe(torch.tensor(value), step)
+    finite = [torch.ones(3), torch.zeros(2, 2)]
+    assert watch.problem(finite) == "the training loss became NaN or infinite at step 3"
+    fresh = tu.NonFiniteWatch("cpu")
+    fresh.observe(torch.tensor([1.0, 2.0]), 1)
+    assert fresh.problem(finite) is None
+    assert fresh.problem([*finite, torch.tensor([1.0, -float("inf")])]) == "the weights became NaN or infinite"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the no-host-sync check needs a CUDA device")
+def test_nonfinite_watch_does_not_wait_for_the_gpu():
+    watch = tu.NonFiniteWatch("cuda")
+    losses = [torch.tensor(v, device="cuda") for v in (1.0, float("nan"), 2.0)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        for step, loss in enumerate(losses, 1):
+            watch.observe(loss, step)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert watch.problem([torch.ones(2, device="cuda")]) == "the training loss became NaN or infinite at step 2"
