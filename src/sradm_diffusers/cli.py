@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--tile", type=_non_negative_int, default=None, metavar="N",
         help=f"sample in overlapping tiles of N x N input pixels (N >= {MIN_TILE}), blended seam-free, in bounded "
-        f"memory; 0 never tiles (default: tiles of {DEFAULT_TILE} for inputs over {AUTO_TILE_PIXELS} pixels, announced)",
+        f"memory; 0 never tiles (default: tiles of {DEFAULT_TILE} for inputs over {AUTO_TILE_PIXELS} pixels, "
+        "announced)",
     )
     up.add_argument(
         "--tile-overlap", type=_non_negative_int, default=DEFAULT_TILE_OVERLAP, metavar="M",

@@ -473,7 +473,8 @@ def check_single_output(output: str, inputs: list[str], extensions: tuple[str, .
     be a device, FIFO or folder, and must not be (or link to) one of the ``inputs``. Raises :class:`UsageError`."""
     seps = tuple(s for s in (os.sep, os.altsep) if s)
     if os.path.isdir(output) or output.endswith(seps):
-        raise UsageError(f"-o {output!r} is a folder; pass an image file name, e.g. -o {os.path.join(output, 'out.png')}")
+        example = os.path.join(output, "out.png")
+        raise UsageError(f"-o {output!r} is a folder; pass an image file name, e.g. -o {example}")
     ext = os.path.splitext(output)[1].lower()
     if (extensions is not None and ext not in extensions) or (extensions is None and _save_format(output) is None):
         names = "/".join(extensions) if extensions is not None else ".png/.jpg/.webp"
