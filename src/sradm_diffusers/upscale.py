@@ -92,8 +92,8 @@ MIN_TILE = 16
 """Smallest ``--tile``: every tile carries a fixed cost (a U-Net call, the margin the blend needs), so tiny tiles
 cost far more than they save. On a 64x64 input with the demo model (2 DDPM steps, overlap 0, one thread, on a
 shared 2-core machine; ``python benchmarks/bench_tile_size.py``), untiled took 1.8 s, tiles of 32 px 3.2 s, 16 px
-7.4 s, 8 px 22 s, 4 px 46 s; tiles of 1 px did not finish one step in minutes. Tiles of 16 px at 4x are 64 HR
-pixels: already far below any memory limit."""
+7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Tiles of 16 px
+at 4x are 64 HR pixels: already far below any memory limit."""
 
 FAST_SCHEDULER = "dpm-sde"
 """The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
@@ -613,7 +613,7 @@ def run_upscale(
     if tile is not None and 0 < tile < MIN_TILE:
         raise UsageError(
             f"--tile {tile}: tiles smaller than {MIN_TILE} input pixels cost far more time than they save memory (on "
-            f"a 64 px image tiles of 8 px took 12x the untiled time, of 1 px hours); use --tile {MIN_TILE} or more, "
+            f"a 64 px image tiles of 8 px took 12x the untiled time, of 4 px 25x); use --tile {MIN_TILE} or more, "
             "or --tile 0 to sample whole."
         )
     if uncertainty and samples < 2:
