@@ -518,16 +518,35 @@ def test_saved_weights_follow_the_umask(images, tmp_path):
 
 
 def test_full_disk_during_a_checkpoint_save_says_so(images, tmp_path):
-    """A 1.1 MB tmpfs holds checkpoint-2 (about 0.75 MB) but not checkpoint-4 as well."""
+    """A 1.1 MB tmpfs holds checkpoint-2 (about 0.75 MB) but not checkpoint-4 as well: exit status 1 and one line
+    that says "no space left on device" and where; checkpoint-2 is intact, nothing half-written is left."""
     with _tmpfs(tmp_path / "disk", "size=1100k") as disk:
         out = disk / "run"
-        with pytest.raises(tu.DiskFullError,
-                           match=rf"no space left on device while saving checkpoint-4 in {re.escape(str(out))} "
-                                 r"\(.* MiB free\); the unfinished save was removed"):
-            run(_args(images / "good", out, "--cache_dir", str(tmp_path / "cache")))
+        result = _train_script(_args(images / "good", out, "--cache_dir", str(tmp_path / "cache")))
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        expected = (rf"error: no space left on device while saving checkpoint-4 in {re.escape(str(out))} "
+                    r"\(\d+\.\d MiB free\); the unfinished save was removed and earlier checkpoints are kept")
+        assert re.match(expected, last), last
         names = sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint", ".")))
         assert names == ["checkpoint-2"] and tu.checkpoint_problem(str(out / "checkpoint-2")) is None
         assert not {p.name for p in out.iterdir()} & MODEL_FILES
+
+
+def test_full_disk_during_the_final_export_says_so(tmp_path):
+    """The export's writer fails as safetensors does on a full disk (simulated: a tmpfs run reaches the export only
+    with exactly the right size); the old model stays and no temporary folder is left."""
+    (tmp_path / "config.json").write_text("old")
+
+    def write(folder):
+        Path(folder, "config.json").write_text("new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(tu.DiskFullError, match=r"no space left on device while saving the final model in "):
+        tu.export_atomic(str(tmp_path), write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    assert (tmp_path / "config.json").read_text() == "old"
 
 
 def test_accelerate_launch_with_a_bad_flag_shows_train_py_error(tmp_path):

@@ -873,6 +873,10 @@ def _raise_terminated(signum, frame):
 def _fail(message: str, status: int) -> None:
     """Print the one-line error and exit. Under ``accelerate launch`` (which then adds its own CalledProcessError
     traceback, unless it was given ``--quiet``) a second line says that this line is the cause."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # an open progress bar would redraw itself after the error
+        bar.close()
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     if "ACCELERATE_DYNAMO_BACKEND" in os.environ:  # set by accelerate launch for the script it starts
         print(f"error: training/train.py exited with status {status} for the reason above; a launcher traceback "
