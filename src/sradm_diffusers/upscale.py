@@ -21,7 +21,9 @@ What it does, and the choices it makes:
   input file and one sample. An output that would replace one of the input files, or another output of the same
   run, is refused (a per-image error). Existing outputs of earlier runs are replaced.
 - **Atomic writes**: each image is written to ``.<name>.tmp-<pid><ext>`` in the destination folder and renamed with
-  :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image.
+  :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image. An output
+  name that is a symbolic link is written through (its regular target is replaced, the link kept); one that is a
+  device, FIFO, socket or folder is refused (:mod:`sradm_diffusers.atomic`).
 - **Seeds**: with ``--seed S``, sample ``k`` of *every* input uses a fresh CPU ``torch.Generator`` seeded ``S + k``
   (initial noise and, for ancestral samplers, the per-step noise). An image's result therefore does not depend on
   which other images are in the run, nor on the device, nor on the process split. Without ``--seed`` the noise is
