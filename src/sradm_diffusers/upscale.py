@@ -15,8 +15,8 @@ What it does, and the choices it makes:
 - **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
   with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
   their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
-  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created if
-  needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
+  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created by the
+  first write) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
   than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
   input file and one sample. An output that would replace one of the input files, or another output of the same
   run, is refused (a per-image error). Existing outputs of earlier runs are replaced.
