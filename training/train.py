@@ -77,11 +77,23 @@ LR_SCHEDULERS = (
 VALIDATION_SCHEDULERS = ("dpm", "ddim", "ddpm", "unipc")
 
 
+EXIT_OK, EXIT_WRITE_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+"""Exit statuses of ``python training/train.py`` (README "Failure behaviour"): 1 a save failed (disk full, no
+permission), 2 bad options or data, 3 the loss or weights became NaN/inf, 130/143 SIGINT/SIGTERM."""
+
+
 # ----------------------------------------------------------------------------------------------------- arguments
+class _ArgumentParser(argparse.ArgumentParser):
+    """Flag errors become ``ValueError`` (one ``error:`` line, exit status 2) instead of usage text + exit."""
+
+    def error(self, message):
+        raise ValueError(f"{message} (see python training/train.py --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sradm_diffusers.presets import PRESETS
 
-    p = argparse.ArgumentParser(
+    p = _ArgumentParser(
         description="Train SRADM (stage 'encoder': RRDB regression; stage 'diffusion': the noise predictor).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -208,9 +220,14 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         args.validation_resolution = args.resolution
     if args.validation_resolution and args.validation_resolution % args.scale:
         raise ValueError(f"--validation_resolution {args.validation_resolution} is not a multiple of --scale.")
-    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "num_train_epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.max_train_steps is not None and args.max_train_steps < 1:
+        raise ValueError(
+            f"--max_train_steps {args.max_train_steps} trains nothing (the model would be its random initialisation); "
+            "use 1 or more, or leave it out to train --num_train_epochs epochs."
+        )
     if args.streaming and not args.max_train_steps:
         raise ValueError("--streaming datasets have no known length: give --max_train_steps.")
     if args.lr_scheduler == "step" and not args.lr_decay_steps:
@@ -427,7 +444,7 @@ def _validation_scheduler(name: str):
 def run_validation(args, inner, frozen_encoder, pairs, device, step: int, accelerator=None) -> dict[str, float]:
     """SR of every validation pair; returns mean metrics and saves ``validation/step-<step>.png``.
 
-    Metrics (``sradm_diffusers.metrics``): PSNR-Y with ``scale`` pixels cropped and LR-PSNR of the SR image, plus
+    Metrics (``sradm_diffusers.metrics.quality``): PSNR-Y with ``scale`` pixels cropped and LR-PSNR of the SR image, plus
     the bicubic PSNR-Y for reference. LR inputs are the pairs' LR rounded to uint8 (as a saved LR image).
     """
     from sradm_diffusers import SRADMPipeline, imresize
@@ -687,6 +704,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "skipped": skipped_local, "seen": seen_local, "seed": args.seed, "options": state_options}
 
     # Loop -----------------------------------------------------------------------------------------------------
+    watch = tu.NonFiniteWatch(device)
+
+    def check_finite() -> None:  # before every save (all processes): a NaN model is never written
+        problem = watch.problem(inner.parameters(), accelerator)
+        if problem is not None:
+            progress.close()
+            raise tu.TrainingDivergedError(
+                tu.divergence_message(problem, global_step, args.output_dir, args.learning_rate)
+            )
+
     model.train()
     train_loss, step_started, done = 0.0, time.perf_counter(), global_step >= args.max_train_steps
     gen_device = device if device.type == "cuda" else torch.device("cpu")
@@ -735,6 +762,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         loss = diffusion_loss(model, frozen_encoder, noise_scheduler, lr, hr, generator,
                                               args.residual_scale, args.loss)
                 loss = loss * weight
+                watch.observe(loss, global_step + 1)
                 avg_loss = accelerator.gather(loss.detach().reshape(1)).mean()
                 train_loss += avg_loss.item() / args.gradient_accumulation_steps
                 accelerator.backward(loss)
@@ -761,6 +789,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done = global_step >= args.max_train_steps
             tu.crash_point(f"step-{global_step}")
             if global_step % args.checkpointing_steps == 0:
+                check_finite()
                 path = tu.save_checkpoint_atomic(accelerator, args.output_dir, global_step,
                                                  args.checkpoints_total_limit, extra_state=checkpoint_state())
                 logger.info("Saved %s", path)
@@ -769,12 +798,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not done:
             if steps_in_epoch == 0 and epoch_start_batch == 0:
                 progress.close()
+                # An epoch repeats a data set smaller than one global batch to fill it: count images, not visits.
+                visits = batches_per_epoch * args.train_batch_size * world if sampler is not None else None
+                skipped = skipped_local if visits is None else min(num_samples, visits)
                 raise ValueError(
-                    f"No training pair in a whole epoch: {skipped_local} image(s) were skipped (unreadable, or smaller "
+                    f"No training pair in a whole epoch: {skipped} image(s) were skipped (unreadable, or smaller "
                     f"than --resolution {args.resolution} px) and none was usable. Nothing was trained or saved; check "
                     "--train_data_dir / --dataset_name and --resolution."
                 )
             epoch, batch_in_epoch = epoch + 1, 0
+    check_finite()
     progress.close()
     if debug is not None:
         debug.close()
@@ -837,6 +870,21 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def _fail(message: str, status: int) -> None:
+    """Print the one-line error and exit. Under ``accelerate launch`` (which then adds its own CalledProcessError
+    traceback, unless it was given ``--quiet``) a second line says that this line is the cause."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # an open progress bar would redraw itself after the error
+        bar.close()
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    if "ACCELERATE_DYNAMO_BACKEND" in os.environ:  # set by accelerate launch for the script it starts
+        print(f"error: training/train.py exited with status {status} for the reason above; a launcher traceback "
+              "that follows only repeats it (accelerate launch --quiet leaves it out).", file=sys.stderr)
+    sys.stderr.flush()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
     import signal
 
@@ -844,8 +892,11 @@ if __name__ == "__main__":
     try:
         main()
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(error), EXIT_USAGE)
+    except tu.TrainingDivergedError as error:
+        _fail(str(error), EXIT_DIVERGED)
+    except OSError as error:  # a save failed: full disk (tu.DiskFullError), no permission, ...
+        _fail(str(error), EXIT_WRITE_FAILED)
     except KeyboardInterrupt as error:
         signal_name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"
         print(f"error: stopped by {signal_name}; continue with --resume_from_checkpoint latest", file=sys.stderr)

@@ -11,12 +11,15 @@ Kept apart from the training loop so that each can be read (and tested) on its o
   exactly the batches the uninterrupted run would have seen.
 - :func:`build_lr_scheduler`: diffusers' schedules plus the reference's step decay.
 - :func:`derive_seed`: per-step random streams that do not depend on what ran before.
+- :class:`NonFiniteWatch`: the first step whose loss was NaN or infinite, kept on the device (no per-step sync) and
+  checked before every save; :class:`TrainingDivergedError`, :class:`DiskFullError`: the failures that stop a run.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import hashlib
 import json
 import logging
@@ -51,6 +54,105 @@ def crash_point(name: str) -> None:
     """Fault injection for the kill tests: SIGKILL this process when ``$SRADM_TRAIN_KILL_AT`` equals ``name``."""
     if os.environ.get(KILL_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN or infinite: the run stops without saving them (exit status 3)."""
+
+
+class DiskFullError(OSError):
+    """No space left on the device while saving a checkpoint or the model (exit status 1)."""
+
+
+def _is_disk_full(error: BaseException, folder: str) -> bool:
+    """True when ``error`` (or an exception it chains) is ENOSPC/EDQUOT, or torch's zip writer failed
+    ("unexpected pos", "file write failed") while ``folder``'s file system has less than 1 MiB left."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(error)
+        if "No space left on device" in text:
+            return True
+        if "unexpected pos" in text or "file write failed" in text:
+            try:
+                return shutil.disk_usage(folder).free < 2**20
+            except OSError:
+                return False
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(error: BaseException, what: str, folder: str) -> DiskFullError | None:
+    """A :class:`DiskFullError` that says "no space left on device" and where, if ``error`` is a full disk."""
+    if not _is_disk_full(error, folder):
+        return None
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(
+        f"no space left on device while saving {what} in {os.path.abspath(folder)} ({free}); the unfinished save was "
+        "removed and earlier checkpoints are kept. Free some space (or keep fewer with --checkpoints_total_limit, or "
+        "use another --output_dir), then continue with --resume_from_checkpoint latest."
+    )
+
+
+def apply_umask(folder: str) -> None:
+    """Give the files under ``folder`` the permissions of the umask (``0666 & ~umask``): safetensors' writer
+    creates them readable by the owner only (0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, _subdirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~umask)
+
+
+NO_STEP = 2**62
+
+
+class NonFiniteWatch:
+    """The first optimizer step whose loss was NaN or infinite, recorded on the device.
+
+    :meth:`observe` is a few device ops per step and never waits for the device; :meth:`problem` synchronises
+    (and, with several processes, gathers) and is meant for the moments before a save, so a NaN model is never
+    written while the loop keeps its speed.
+    """
+
+    def __init__(self, device):
+        self.first = torch.full((), NO_STEP, dtype=torch.long, device=device)
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        """Remember ``step`` if ``loss`` has a non-finite value and no earlier step had one."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self.first = torch.where(bad & (self.first == NO_STEP), step, self.first)
+
+    def problem(self, parameters, accelerator=None) -> str | None:
+        """What is not finite ("the training loss ... at step N" / "the weights"), or None when all is well."""
+        first = self.first.reshape(1)
+        if accelerator is not None and accelerator.num_processes > 1:
+            first = accelerator.gather(first)
+        step = int(first.min().item())
+        if step != NO_STEP:
+            return f"the training loss became NaN or infinite at step {step}"
+        finite = torch.stack([torch.isfinite(p.detach()).all() for p in parameters]).all()
+        return None if bool(finite.item()) else "the weights became NaN or infinite"
+
+
+def divergence_message(problem: str, step: int, output_dir: str, learning_rate: float) -> str:
+    """The one-line error of a diverged run: what, when it was noticed, what was kept, what to do."""
+    checkpoints = list_checkpoints(output_dir)
+    kept = (f"the last good checkpoint, {os.path.basename(checkpoints[-1][1])}, is kept in {output_dir}"
+            if checkpoints else f"no checkpoint had been saved in {output_dir}")
+    noticed = "" if problem.endswith(f"at step {step}") else f" (noticed at step {step}, before saving)"
+    return (
+        f"{problem}{noticed}: training stopped; no checkpoint or final model was written from it and {kept}. Lower "
+        f"--learning_rate (this run: {learning_rate:g}) or --max_grad_norm, then rerun"
+        + (" with --resume_from_checkpoint latest." if checkpoints else ".")
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- recipes
@@ -321,11 +423,15 @@ def save_checkpoint_atomic(
             os.makedirs(tmp, exist_ok=True)
             with open(os.path.join(tmp, f"training_state_{accelerator.process_index}.json"), "w") as handle:
                 json.dump(extra_state, handle, indent=2)
-    except BaseException:
+    except BaseException as error:
+        full = disk_full_error(error, f"{CHECKPOINT_PREFIX}{step}", output_dir)  # before the cleanup frees space
         shutil.rmtree(tmp, ignore_errors=True)  # a SIGKILL skips this; the next save or run removes the folder
+        if full is not None:
+            raise full from error
         raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        apply_umask(tmp)
         if os.path.exists(final):  # e.g. the same step saved again after a resume: replace it only now
             old = final + ".old"
             shutil.rmtree(old, ignore_errors=True)
@@ -408,11 +514,15 @@ def export_atomic(output_dir: str, write: Callable[[str], None]) -> None:
     try:
         os.makedirs(tmp)
         write(tmp)
+        apply_umask(tmp)
         crash_point("export-write")
         with open(os.path.join(tmp, EXPORT_COMPLETE), "w", encoding="utf-8"):
             pass
-    except BaseException:
+    except BaseException as error:
+        full = disk_full_error(error, "the final model", output_dir)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from error
         raise
     _swap_in_export(output_dir)
 

@@ -17,7 +17,7 @@ import sys
 from .resources import SAMPLE_IMAGE
 from .upscale import (
     AUTO_TILE_PIXELS, DEFAULT_MODEL, DEFAULT_SAMPLING, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, DTYPES,
-    FAST_SAMPLER_STEPS, MAX_SEED, SCHEDULERS, UsageError, check_output_file, one_line,
+    FAST_SAMPLER_STEPS, MAX_SEED, MIN_TILE, SCHEDULERS, UsageError, check_output_file, one_line,
 )
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="super-resolve image files",
         description="Super-resolve images by the model's upscale factor s. Outputs <name>_x<s>.png next to each "
         "input (or in -o DIR); --samples K writes <name>_x<s>_<k>.png, k=0..K-1. EXIF orientation is applied "
-        "when loading; transparency is composited on white (the output is RGB). Files are written to a "
-        "temporary name and renamed, never half-written; inputs are never overwritten. A bad input is reported "
+        "when loading; of an animated GIF or multi-page TIFF only the first frame is used (said in a note); "
+        "transparency is composited on white (the output is RGB). Files are written to a temporary name and renamed, "
+        "never half-written (a symlink is written through; a device or FIFO is refused); inputs are never "
+        "overwritten. A bad input is reported "
         "in one line and skipped (exit status 1). Without --scheduler, --steps and --strength it samples with "
         f"the few-step default: --scheduler {DEFAULT_SAMPLING[0]} --steps {DEFAULT_SAMPLING[1]} --strength "
         f"{DEFAULT_SAMPLING[2]} ({int(DEFAULT_SAMPLING[1] * DEFAULT_SAMPLING[2])} U-Net calls, as close to 100 DDPM "
@@ -149,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--tile", type=_non_negative_int, default=None, metavar="N",
-        help="sample in overlapping tiles of N x N input pixels, blended seam-free, in bounded memory; 0 never "
-        f"tiles (default, announced: tiles of {DEFAULT_TILE} on cuda when the whole image would not fit into the GPU's "
-        f"free memory, on the CPU for inputs over {AUTO_TILE_PIXELS} pixels)",
+        help=f"sample in overlapping tiles of N x N input pixels (N >= {MIN_TILE}), blended seam-free, in bounded "
+        f"memory; 0 never tiles (default, announced: tiles of {DEFAULT_TILE} on cuda when the whole image would not "
+        f"fit into the GPU's free memory, on the CPU for inputs over {AUTO_TILE_PIXELS} pixels)",
     )
     up.add_argument(
         "--tile-overlap", type=_non_negative_int, default=DEFAULT_TILE_OVERLAP, metavar="M",
@@ -201,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate only the first N images")
     ev.add_argument(
         "--center-crop", type=_positive_int, default=None, metavar="N",
-        help="evaluate the central NxN HR window of each image (N a multiple of --scale); keeps sampling fast on CPU",
+        help="evaluate the central NxN HR window of each image (N a multiple of --scale; a side shorter than N is "
+        "kept whole, with a note); keeps sampling fast on CPU",
     )
     ev.add_argument("--json", default=None, metavar="FILE", help="write all numbers to this JSON file (atomically)")
     _add_sampling_options(ev, 0, "seed: sample k of every image uses a generator seeded S+k (default 0)")
@@ -227,7 +230,8 @@ def _add_manipulation_commands(commands) -> None:
     it = commands.add_parser(
         "interpolate", help="SR images along a slerp between two starting noises (DDIM, eta 0)",
         description="Super-resolve one image from starting noises slerp(x_T(A), x_T(B), k/(N-1)), k = 0..N-1, "
-        "with deterministic DDIM; -o .gif writes an animation (there and back), other extensions a strip.",
+        "with deterministic DDIM; -o .gif writes an animation (there and back), other extensions a strip. All "
+        "frames are sampled in one batch: when they do not fit into memory, the error names how many do.",
     )
     it.add_argument("input", metavar="INPUT")
     it.add_argument("-o", "--output", required=True, metavar="OUT")
@@ -240,14 +244,19 @@ def _add_manipulation_commands(commands) -> None:
     fu = commands.add_parser(
         "fuse", help="SR image whose masked region takes its content from a reference image",
         description="Content fusion: the masked part of x_t follows the reference's noised residual at every step "
-        "(feathered mask); REFERENCE and MASK have the SR size (white = reference).",
+        "(feathered mask); REFERENCE and MASK have the SR size. MASK is an 8-bit image read as value/255 (white 255 "
+        "= reference, black 0 = the model's own content; colour masks by their luminance); 16-bit and float images "
+        "are refused. Inputs are never overwritten.",
     )
     fu.add_argument("input", metavar="INPUT")
     fu.add_argument("--reference", required=True, metavar="REFERENCE")
     fu.add_argument("--mask", required=True, metavar="MASK")
     fu.add_argument("-o", "--output", required=True, metavar="OUT")
     fu.add_argument("--model", default=None, metavar="PATH_OR_REPO")
-    fu.add_argument("--feather", type=float, default=8.0, metavar="PX", help="soft border width (default 8)")
+    fu.add_argument(
+        "--feather", type=float, default=8.0, metavar="PX",
+        help="soft border width in SR pixels, 0 (hard) up to the image's larger side (default 8)",
+    )
     fu.add_argument("--steps", type=_positive_int, default=None, metavar="N")
     fu.add_argument("--scheduler", choices=list(SCHEDULERS), default=None)
     fu.add_argument("--seed", type=_seed, default=0, metavar="S")

@@ -15,13 +15,15 @@ What it does, and the choices it makes:
 - **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
   with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
   their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
-  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created if
-  needed) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
+  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created by the
+  first write) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
   than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
   input file and one sample. An output that would replace one of the input files, or another output of the same
   run, is refused (a per-image error). Existing outputs of earlier runs are replaced.
 - **Atomic writes**: each image is written to ``.<name>.tmp-<pid><ext>`` in the destination folder and renamed with
-  :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image.
+  :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image. An output
+  name that is a symbolic link is written through (its regular target is replaced, the link kept); one that is a
+  device, FIFO, socket or folder is refused (:mod:`sradm_diffusers.atomic`).
 - **Seeds**: with ``--seed S``, sample ``k`` of *every* input uses a fresh CPU ``torch.Generator`` seeded ``S + k``
   (initial noise and, for ancestral samplers, the per-step noise). An image's result therefore does not depend on
   which other images are in the run, nor on the device, nor on the process split. Without ``--seed`` the noise is
@@ -45,6 +47,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import stat
 import sys
 import time
 import warnings
@@ -54,7 +57,7 @@ from typing import TYPE_CHECKING
 
 # No torch, numpy or diffusers at import time: ``sradm --help``, ``--version`` and argument errors read this
 # module's constants only, and must answer at once (issue 19). The functions that need them import them.
-from .atomic import check_writable_folder, replacing
+from .atomic import NotARegularFileError, check_writable_folder, file_kind, output_target, replacing
 from .distributed import ProcessShare
 from .sampling.memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
@@ -88,6 +91,13 @@ DEFAULT_TILE_OVERLAP = 16
 AUTO_TILE_PIXELS = 256 * 256
 """``--tile``: without it, inputs of more than ``AUTO_TILE_PIXELS`` pixels are sampled in tiles of
 ``DEFAULT_TILE`` input pixels (announced in one line), so that a large photo does not exhaust memory."""
+
+MIN_TILE = 16
+"""Smallest ``--tile``: every tile carries a fixed cost (a U-Net call, the margin the blend needs), so tiny tiles
+cost far more than they save. On a 64x64 input with the demo model (2 DDPM steps, overlap 0, one thread, on a
+shared 2-core machine; ``python benchmarks/bench_tile_size.py``), untiled took 1.8 s, tiles of 32 px 3.2 s, 16 px
+7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Tiles of 16 px
+at 4x are 64 HR pixels: already far below any memory limit."""
 
 FAST_SCHEDULER = "dpm-sde"
 """The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
@@ -179,6 +189,11 @@ def load_pipeline(model: str | None, device: torch.device | str = "cpu", dtype: 
         os.path.isabs(model) or model.startswith(("./", "../", ".\\", "..\\")) or model.count("/") > 1
         or (os.sep != "/" and os.sep in model)
     )
+    if os.path.islink(model) and not os.path.exists(model):
+        raise UsageError(
+            f"--model {model!r} is a symbolic link that loops or points to nothing ({os.readlink(model)!r}); "
+            "fix the link or pass the pipeline folder itself."
+        )
     if looks_like_path and not os.path.exists(model):
         raise UsageError(f"--model {model!r}: no such folder; pass a saved SRADM pipeline folder or a Hub id.")
     if os.path.isfile(model):
@@ -377,11 +392,18 @@ def load_image(source):
             raise ImageError("no such file")
         if os.path.isdir(source):
             raise ImageError("is a folder, not an image file")
+        mode = os.stat(source).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO would block the read, a device never ends
+            raise ImageError(f"is {file_kind(mode)}, not a regular image file; save the image to a file first")
         if os.path.getsize(source) == 0:
             raise ImageError("empty file (0 bytes)")
     try:
         with Image.open(source) as image:
             image.load()
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "input"
+                _note(f"{name}: {image.format} with {frames} frames/pages; only the first one is used")
             oriented = ImageOps.exif_transpose(image)
             # exif_transpose returns a new image only when it transposes (Pillow >= 10); detach from the file.
             result = oriented.copy() if oriented is image else oriented
@@ -448,15 +470,26 @@ def plan_outputs(out: str | None, inputs: list[str], samples: int) -> OutputPlan
     return OutputPlan(file=out)
 
 
+def _nearest_existing(path: str) -> str:
+    """``path`` (absolute) or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def check_output_file(path: str, option: str) -> None:
     """Before any work: ``path`` (a file to be written, its missing parent folders created) must not be a folder
-    and its nearest existing ancestor must be a writable folder. Raises :class:`UsageError` naming the fix."""
+    nor any other non-regular file (device, FIFO, socket, looping link; :mod:`sradm_diffusers.atomic`), and its
+    nearest existing ancestor must be a writable folder. Raises :class:`UsageError` naming the fix."""
     if os.path.isdir(path):
         example = os.path.join(path, "results.json")
         raise UsageError(f"{option} {path!r} is a folder; pass a file name, e.g. {example!r}.")
-    ancestor = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
+    try:
+        output_target(path)
+    except NotARegularFileError as error:
+        raise UsageError(f"{option} {one_line(error)}") from error
+    ancestor = _nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(ancestor):
         raise UsageError(f"{option} {path!r}: {ancestor!r} is a file, not a folder; choose another location.")
     try:
@@ -466,9 +499,33 @@ def check_output_file(path: str, option: str) -> None:
                          "location.") from error
 
 
+def check_single_output(output: str, inputs: list[str], extensions: tuple[str, ...] | None = None) -> None:
+    """Before any work, for the commands that write one image file (``sradm interpolate``, ``sradm fuse``): ``-o``
+    must name a file (extension in ``extensions``, else any PIL can write) in an existing writable folder, must not
+    be a device, FIFO or folder, and must not be (or link to) one of the ``inputs``. Raises :class:`UsageError`."""
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    if os.path.isdir(output) or output.endswith(seps):
+        example = os.path.join(output, "out.png")
+        raise UsageError(f"-o {output!r} is a folder; pass an image file name, e.g. -o {example}")
+    ext = os.path.splitext(output)[1].lower()
+    if (extensions is not None and ext not in extensions) or (extensions is None and _save_format(output) is None):
+        names = "/".join(extensions) if extensions is not None else ".png/.jpg/.webp"
+        raise UsageError(f"-o {output!r}: name an image file with one of the extensions {names}.")
+    key = os.path.realpath(output)
+    for source in inputs:
+        if os.path.realpath(source) == key:
+            raise UsageError(f"-o {output!r} would overwrite an input file ({source}); choose another -o.")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {output!r}: the folder {folder!r} does not exist; create it first.")
+    prepare_output_folders(OutputPlan(file=output), [])
+
+
 def prepare_output_folders(plan: OutputPlan, files: list[str]) -> None:
-    """Before loading the model: create ``-o DIR`` and check that every folder outputs go to is writable (for a
-    single ``-o FILE``, that its folder exists). Raises :class:`UsageError` naming the fix."""
+    """Before loading the model: check that every folder outputs go to is writable, or for a missing ``-o DIR``
+    that it can be created (its nearest existing ancestor is a writable folder; it is created by the first write,
+    so a run that fails before writing leaves no empty folder behind); for a single ``-o FILE``, that its folder
+    exists and that the file is not a device, FIFO or other non-regular file. Raises :class:`UsageError`."""
     if plan.file is not None:
         folder = os.path.dirname(os.path.abspath(plan.file))
         if not os.path.isdir(folder):
@@ -476,13 +533,18 @@ def prepare_output_folders(plan: OutputPlan, files: list[str]) -> None:
                 f"-o {plan.file!r}: the folder {os.path.dirname(plan.file)!r} does not exist; create it, or pass a "
                 "folder ending with a separator (created if needed)."
             )
+        try:
+            output_target(plan.file)
+        except NotARegularFileError as error:
+            raise UsageError(f"-o {one_line(error)}") from error
         folders = [folder]
     elif plan.folder is not None:
-        try:
-            os.makedirs(plan.folder, exist_ok=True)
-        except OSError as error:
-            raise UsageError(f"cannot create the output folder -o {plan.folder!r}: {one_line(error)}") from error
-        folders = [plan.folder]
+        existing = _nearest_existing(plan.folder)
+        if not os.path.isdir(existing):
+            raise UsageError(
+                f"cannot create the output folder -o {plan.folder!r}: {existing!r} is not a folder; pass another -o."
+            )
+        folders = [existing]
     else:
         folders = sorted({os.path.dirname(os.path.abspath(path)) for path in files})
     for folder in folders:
@@ -499,9 +561,11 @@ def write_image_atomic(image, path: str, fmt: str | None = None) -> None:
     """Save a PIL image to ``path`` through a temporary file in the same folder and :func:`os.replace`.
 
     The temporary name is ``.<name>.tmp-<pid><ext>``; it is removed if saving fails, so ``path`` either keeps its
-    old content or holds the complete new image.
+    old content or holds the complete new image. Missing parent folders are created first. A symbolic link at
+    ``path`` is written through; a device, FIFO or folder there is refused (:mod:`sradm_diffusers.atomic`).
     """
     fmt = fmt or _save_format(path) or "PNG"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with replacing(path) as tmp:
         image.save(tmp, format=fmt)
 
@@ -526,6 +590,12 @@ class StepReporter:
             self.last = time.monotonic()
             print(f"sradm upscale: {self.name}: step {step + 1}/{self.total}", file=sys.stderr, flush=True)
         return {}
+
+
+def _note(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"note: {one_line(text)}", file=sys.stderr)
 
 
 def _report(path: str, reason: str) -> None:
@@ -575,6 +645,12 @@ def run_upscale(
             check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
         except ValueError as error:
             raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise UsageError(
+            f"--tile {tile}: tiles smaller than {MIN_TILE} input pixels cost far more time than they save memory (on "
+            f"a 64 px image tiles of 8 px took 12x the untiled time, of 4 px 25x); use --tile {MIN_TILE} or more, "
+            "or --tile 0 to sample whole."
+        )
     if uncertainty and samples < 2:
         raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
     share = ProcessShare()  # under `accelerate launch`, this process's part of the images

@@ -15,6 +15,8 @@ consistent x_t at every noise level, so it fills in a transition instead of a se
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,25 +25,63 @@ from ..image_processing import preprocess
 from ..imresize import imresize
 
 
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def _mask_tensor(mask, height: int, width: int) -> torch.Tensor:
-    """PIL / numpy (H, W) / torch (H, W) mask -> float (1, 1, H, W) in [0, 1]; 1 = take the reference."""
-    if isinstance(mask, torch.Tensor):
-        values = mask.detach().float().cpu()
+    """A mask -> float (1, 1, H, W) in [0, 1]; 1 = take the reference. One rule for every type:
+
+    - 8-bit masks are always divided by 255: PIL images of 8-bit modes (converted to greyscale "L" first, so
+      RGB masks count by their luminance; mode "1" is 0/255) and uint8 arrays or tensors. A 0/1 PNG therefore
+      takes at most 1/255 of the reference: white is 255.
+    - bool arrays / tensors: False 0, True 1.
+    - float arrays / tensors are taken as they are and must lie in [0, 1].
+    - anything else (16- or 32-bit integer and float PIL images, other integer dtypes) raises ``ValueError``.
+    """
+    if hasattr(mask, "convert"):  # PIL
+        if mask.mode in _WIDE_MODES:
+            raise ValueError(
+                f"mask is a {mask.mode!r}-mode (16/32-bit or float) image; save it as an 8-bit greyscale image "
+                "(0 = keep the SR content, 255 = take the reference) or pass a float array in [0, 1]."
+            )
+        values = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
     else:
-        array = np.asarray(mask.convert("L") if hasattr(mask, "convert") else mask, dtype=np.float32)
-        values = torch.from_numpy(array / 255.0 if array.max() > 1 else array)
+        tensor = mask.detach().cpu() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))
+        if tensor.dtype == torch.uint8:
+            values = tensor.float() / 255.0
+        elif tensor.dtype == torch.bool or tensor.is_floating_point():
+            values = tensor.float()
+        else:
+            raise ValueError(
+                f"mask has dtype {tensor.dtype}; pass uint8 (0..255, divided by 255), bool, or float values in [0, 1]."
+            )
     values = values.squeeze()
     if values.dim() != 2 or tuple(values.shape) != (height, width):
         raise ValueError(
             f"mask has shape {tuple(values.shape)}; pass one (H, W) mask of the HR size {(height, width)}."
         )
-    if values.min() < 0 or values.max() > 1:
-        raise ValueError("mask values must lie in [0, 1] (or 0..255 for an 8-bit image).")
+    if not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise ValueError(
+            f"float mask values must lie in [0, 1], got {values.min().item():g}..{values.max().item():g}; scale them "
+            "(or pass an 8-bit mask, read as 0..255)."
+        )
     return values[None, None]
 
 
+def check_feather(feather: float, height: int, width: int) -> None:
+    """Raise ``ValueError`` unless ``feather`` is a finite width in [0, max(height, width)] HR pixels (a blur wider
+    than the image only costs memory: its kernel grows with ``feather``)."""
+    if isinstance(feather, bool) or not isinstance(feather, (int, float)) or not math.isfinite(feather):
+        raise ValueError(f"feather must be a finite number of pixels, got {feather!r}.")
+    limit = max(height, width)
+    if not 0 <= feather <= limit:
+        raise ValueError(f"feather {feather:g} px: use 0..{limit} (the larger side of the {width}x{height} output).")
+
+
 def feather_mask(mask: torch.Tensor, feather: float) -> torch.Tensor:
-    """Gaussian blur (sigma = ``feather`` / 2 pixels) of a (1, 1, H, W) mask; ``feather`` 0 returns it as is."""
+    """Gaussian blur (sigma = ``feather`` / 2 pixels) of a (1, 1, H, W) mask; ``feather`` 0 returns it as is.
+    ``feather`` must lie in [0, max(H, W)] (:func:`check_feather`)."""
+    check_feather(feather, *mask.shape[-2:])
     if feather <= 0:
         return mask
     sigma = feather / 2.0
@@ -88,8 +128,9 @@ def fuse(pipe, image, reference, mask, feather: float = 8.0, generator: torch.Ge
         pipe: an :class:`~sradm_diffusers.SRADMPipeline`.
         image: the LR image (h, w).
         reference: an image of the HR size (s*h, s*w), any type the pipeline accepts as input.
-        mask: (s*h, s*w) PIL "L"/numpy/torch, 1 (or 255) where the reference's content is wanted.
-        feather: width in HR pixels of the soft border (0: hard mask, SRDiff's original).
+        mask: (s*h, s*w) PIL image, numpy array or torch tensor: 255 (8-bit) or 1.0 (float) where the reference's
+            content is wanted (the rule: :func:`_mask_tensor`).
+        feather: width in HR pixels of the soft border, 0..max(s*h, s*w) (0: hard mask, SRDiff's original).
         generator: for the initial noise and the noise added to the reference.
         **kwargs: other pipeline arguments (``num_inference_steps``, ``output_type``, ``latents``, ...).
     Returns:
@@ -118,12 +159,27 @@ def run_fuse(
     feather: float = 8.0, steps: int | None = None, scheduler: str | None = None, seed: int = 0,
     device: str | None = None, lr_consistency: bool = False,
 ) -> int:
-    """``sradm fuse``: write the fused SR image to ``output``. Raises ``UsageError`` (exit status 2) on bad input."""
+    """``sradm fuse``: write the fused SR image to ``output``.
+
+    Like ``sradm upscale``, the options, the three inputs and the output location (not an input file, not a folder
+    or device, in a writable folder) are checked before the model is loaded; ``--steps``, the sizes of REFERENCE and
+    MASK and the memory before sampling. Returns 0, or 1 when sampling failed (e.g. NaN output) or the result could
+    not be written (one line on stderr; nothing is left under the output name or beside it).
+
+    Raises:
+        UsageError: bad options, model, inputs or output (one line, exit status 2).
+    """
+    import sys
+
+    from ..sampling.memory import SamplingMemoryError, check_sampling_memory
     from ..upscale import (
-        ImageError, UsageError, load_image, load_pipeline, resolve_device, resolve_steps, set_scheduler,
-        write_image_atomic,
+        ImageError, UsageError, _note, check_single_output, load_image, load_pipeline, one_line, resolve_device,
+        resolve_steps, set_scheduler, write_image_atomic,
     )
 
+    if not math.isfinite(feather) or feather < 0:
+        raise UsageError(f"--feather {feather}: use a finite width in pixels >= 0 (0 = hard mask).")
+    check_single_output(output, [input_path, reference_path, mask_path])
     loaded = []
     for path in (input_path, reference_path, mask_path):
         try:
@@ -131,16 +187,42 @@ def run_fuse(
         except ImageError as error:
             raise UsageError(f"{path}: {error}") from error
     image, reference, mask = loaded
-    pipe = load_pipeline(model, resolve_device(device))
+    try:
+        check_feather(feather, mask.height, mask.width)
+        mask_values = _mask_tensor(mask, mask.height, mask.width)
+    except ValueError as error:
+        raise UsageError(f"--feather / --mask {mask_path}: {one_line(error)}") from error
+    if 0 < mask_values.max() < 1.5 / 255:
+        _note(f"{mask_path}: the mask's values are only 0 and 1 of 0..255, so it takes 1/255 of the reference; "
+              "paint the region white (255) to take all of it")
+    torch_device = resolve_device(device)
+    pipe = load_pipeline(model, torch_device)
     set_scheduler(pipe, scheduler)
+    num_steps = resolve_steps(pipe, steps)
+    scale = pipe.config.upscale_factor
+    for option, path, other in (("--reference", reference_path, reference), ("--mask", mask_path, mask)):
+        if other.size != (image.width * scale, image.height * scale):
+            raise UsageError(
+                f"{option} {path} is {other.width}x{other.height}; REFERENCE and MASK must have the SR size "
+                f"{image.width * scale}x{image.height * scale} ({scale} times {input_path})."
+            )
+    try:
+        check_sampling_memory(pipe.unet, 1, *pipe.unet_input_size(image.height, image.width), torch_device)
+    except SamplingMemoryError as error:
+        raise UsageError(f"{one_line(error).split(';')[0]}; use a smaller input.") from error
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
     try:
         result = fuse(
-            pipe, image, reference, mask.convert("L"), feather=feather, generator=torch.Generator().manual_seed(seed),
-            num_inference_steps=resolve_steps(pipe, steps), lr_consistency=lr_consistency,
+            pipe, image, reference, mask, feather=feather, generator=torch.Generator().manual_seed(seed),
+            num_inference_steps=num_steps, lr_consistency=lr_consistency,
         )
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-    write_image_atomic(result.images[0], output)
+    except (RuntimeError, ValueError) as error:  # e.g. NaN output of damaged weights: as upscale's per-image error
+        print(f"sradm: error: {input_path}: fusion failed: {one_line(error)}", file=sys.stderr)
+        return 1
+    try:
+        write_image_atomic(result.images[0], output)
+    except (OSError, ValueError) as error:
+        print(f"sradm: error: cannot write {output}: {one_line(error)}; nothing was written.", file=sys.stderr)
+        return 1
     print(output)
     return 0

@@ -57,12 +57,15 @@ def interpolate(
         **kwargs: other pipeline arguments (e.g. ``lr_consistency``).
     Returns:
         The ``num_frames`` images (a list for "pil", else a batch).
+    Raises:
+        SamplingMemoryError: (a ``ValueError``) the frames do not fit into memory together; names how many do.
     """
     if not isinstance(num_frames, int) or num_frames < 2:
         raise ValueError(f"num_frames must be an integer >= 2 (the two ends); got {num_frames!r}.")
     lr = preprocess(image)
     if lr.shape[0] != 1:
         raise ValueError(f"interpolate takes one LR image; got {lr.shape[0]}.")
+    check_frames_memory(pipe, lr.shape[-2], lr.shape[-1], num_frames, pipe._execution_device)
     scale = pipe.config.upscale_factor
     shape = (1, 3, lr.shape[-2] * scale, lr.shape[-1] * scale)
     noise_a = randn_tensor(shape, generator=generator_a, dtype=torch.float32)
@@ -88,40 +91,84 @@ def frames_to_strip(frames: list[Image.Image]) -> Image.Image:
     return strip
 
 
+OUTPUT_EXTENSIONS = (".gif", ".png", ".jpg", ".jpeg", ".webp")
+"""``sradm interpolate -o``: ``.gif`` writes an animation, the others a strip of the frames."""
+
+
+def check_frames_memory(pipe, lr_height: int, lr_width: int, num_frames: int, device=None) -> None:
+    """Raise :class:`~sradm_diffusers.memory.SamplingMemoryError` naming the largest ``num_frames`` that fits when
+    the frames of an LR input of ``lr_height`` x ``lr_width``, all sampled in one batch, would not fit into the
+    available memory (:mod:`sradm_diffusers.memory`)."""
+    from ..sampling.memory import SamplingMemoryError, available_bytes, check_sampling_memory, estimate_sampling_bytes
+
+    height, width = pipe.unet_input_size(lr_height, lr_width)
+    try:
+        check_sampling_memory(pipe.unet, num_frames, height, width, device)
+    except SamplingMemoryError as error:
+        budget = available_bytes(device)
+        fixed = estimate_sampling_bytes(pipe.unet, 0, height, width)
+        fit = int((budget - fixed) // max(estimate_sampling_bytes(pipe.unet, 1, height, width) - fixed, 1))
+        needed = str(error).split(";")[0]
+        fix = f"use --frames {fit} or fewer" if fit >= 2 else "even 2 frames do not fit: use a smaller input"
+        raise SamplingMemoryError(f"{num_frames} frames are sampled in one batch: {needed}; {fix}.") from None
+
+
 def run_interpolate(
     input_path: str, output: str, model: str | None = None, frames: int = 8, seeds: tuple[int, int] = (0, 1),
     steps: int = 20, device: str | None = None, lr_consistency: bool = False, frame_ms: int = 150,
 ) -> int:
     """``sradm interpolate``: write the frames as a strip (any image extension) or an animated ``.gif``.
 
+    Like ``sradm upscale``, the options, the input and the output location (not an input file, not a folder or
+    device, in a writable folder) are checked before the model is loaded, and ``--steps`` and the memory the frames
+    need before sampling. Returns 0, or 1 when sampling failed (e.g. NaN output) or the result could not be
+    written (one line on stderr; nothing is left under the output name or beside it).
+
     Raises:
         UsageError: bad options, model, input or output (one line, exit status 2).
     """
-    import os
+    import sys
 
-    from ..upscale import ImageError, UsageError, load_image, load_pipeline, resolve_device, write_image_atomic
+    from ..upscale import (
+        ImageError, UsageError, check_single_output, load_image, load_pipeline, one_line, resolve_device,
+        resolve_steps, write_image_atomic,
+    )
 
     if frames < 2:
         raise UsageError(f"--frames {frames}: use 2 or more.")
+    check_single_output(output, [input_path], OUTPUT_EXTENSIONS)
     try:
         image = load_image(input_path)
     except ImageError as error:
         raise UsageError(f"{input_path}: {error}") from error
-    if os.path.splitext(output)[1].lower() not in {".gif", ".png", ".jpg", ".jpeg", ".webp"}:
-        raise UsageError(f"-o {output!r}: name a .gif (animation) or a .png/.jpg/.webp file (strip).")
-    pipe = load_pipeline(model, resolve_device(device))
+    torch_device = resolve_device(device)
+    pipe = load_pipeline(model, torch_device)
+    steps = resolve_steps(pipe, steps)
+    try:
+        check_frames_memory(pipe, image.height, image.width, frames, torch_device)
+    except ValueError as error:
+        raise UsageError(f"--frames {frames}: {one_line(error)}") from error
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
-    images = interpolate(
-        pipe, image, num_frames=frames, generator_a=torch.Generator().manual_seed(seeds[0]),
-        generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps, lr_consistency=lr_consistency,
-    )
-    if output.lower().endswith(".gif"):
-        from ..atomic import replacing
+    try:
+        images = interpolate(
+            pipe, image, num_frames=frames, generator_a=torch.Generator().manual_seed(seeds[0]),
+            generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps,
+            lr_consistency=lr_consistency,
+        )
+    except (RuntimeError, ValueError) as error:  # e.g. NaN output of damaged weights: as upscale's per-image error
+        print(f"sradm: error: {input_path}: interpolation failed: {one_line(error)}", file=sys.stderr)
+        return 1
+    try:
+        if output.lower().endswith(".gif"):
+            from ..atomic import replacing
 
-        loop = images + images[-2:0:-1]  # there and back again
-        with replacing(output) as tmp:
-            loop[0].save(tmp, format="GIF", save_all=True, append_images=loop[1:], duration=frame_ms, loop=0)
-    else:
-        write_image_atomic(frames_to_strip(images), output)
+            loop = images + images[-2:0:-1]  # there and back again
+            with replacing(output) as tmp:
+                loop[0].save(tmp, format="GIF", save_all=True, append_images=loop[1:], duration=frame_ms, loop=0)
+        else:
+            write_image_atomic(frames_to_strip(images), output)
+    except (OSError, ValueError) as error:
+        print(f"sradm: error: cannot write {output}: {one_line(error)}; nothing was written.", file=sys.stderr)
+        return 1
     print(output)
     return 0

@@ -85,6 +85,8 @@ class EvalImage:
     hr: torch.Tensor | None = None
     lr: torch.Tensor | None = None
     error: str | None = None
+    note: str | None = None
+    """Said in one line but not an error (e.g. an image smaller than ``--center-crop``, evaluated whole)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -131,8 +133,13 @@ def _pair(name: str, hr_source, scale: int, lr_source=None, crop: int | None = N
     """Load (and crop / make the LR of) one item; any problem becomes ``EvalImage.error``."""
     try:
         hr = crop_to_multiple(to_uint8_rgb(load_image(hr_source)), scale)
+        note = None
         if crop is not None:
+            full = hr.shape[-1], hr.shape[-2]
             hr = center_crop(hr, crop, scale)
+            if hr.shape[-2:] != (crop, crop):
+                note = (f"{full[0]}x{full[1]} is smaller than --center-crop {crop}; evaluated on its central "
+                        f"{hr.shape[-1]}x{hr.shape[-2]}")
         if lr_source is None:
             lr = make_lr(hr, scale)
         else:
@@ -143,7 +150,7 @@ def _pair(name: str, hr_source, scale: int, lr_source=None, crop: int | None = N
                     f"HR is {hr.shape[-1]}x{hr.shape[-2]} (after cropping to a multiple of {scale}) but the LR "
                     f"{lr.shape[-1]}x{lr.shape[-2]} needs an HR of {want[1]}x{want[0]} at scale {scale}"
                 )
-        return EvalImage(name, hr=hr, lr=lr)
+        return EvalImage(name, hr=hr, lr=lr, note=note)
     except ImageError as error:
         return EvalImage(name, error=str(error))
 
@@ -464,6 +471,8 @@ def evaluate_items(items, evaluator: Evaluator, progress: bool = True) -> tuple[
     per_image, failed = {}, {}
     bar = tqdm(items, desc="evaluate", unit="image", disable=None if progress else True)
     for item in bar:
+        if item.note is not None:
+            tqdm.write(f"note: {item.name}: {item.note}", file=sys.stderr)
         if item.error is None:
             try:
                 per_image[item.name] = evaluator.score(item)
