@@ -194,17 +194,23 @@ def test_character_device_at_the_json_path_is_refused_and_kept(tmp_path, capsys)
     assert stat.S_ISCHR(device.lstat().st_mode)
 
 
-def test_atomic_writer_refuses_a_device_and_a_looping_link(tmp_path):
+def test_atomic_writer_refuses_a_device_a_fifo_a_folder_and_a_looping_link(tmp_path):
+    """Only nodes made in tmp_path: a test must never point a writer at a system device such as /dev/null."""
     from sradm_diffusers.atomic import NotARegularFileError, replacing
 
     loop = tmp_path / "loop.json"
     loop.symlink_to(loop)
-    for path, kind in ((loop, "loops"), ("/dev/null", "character device"), (tmp_path, "folder")):
+    (tmp_path / "folder").mkdir()
+    cases = [(loop, "loops"), (_fifo(tmp_path / "pipe"), "FIFO"), (tmp_path / "folder", "a folder")]
+    device = tmp_path / "null"
+    if subprocess.run(["mknod", str(device), "c", "1", "3"], capture_output=True).returncode == 0:
+        cases.append((device, "a character device"))  # a copy of /dev/null (root only)
+    before = _tree(tmp_path)
+    for path, kind in cases:
         with pytest.raises(NotARegularFileError, match=kind):
             with replacing(str(path)) as tmp:
                 Path(tmp).write_text("x")
-    assert loop.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.json"]
+    assert _tree(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------------------------------- item 5
