@@ -116,7 +116,7 @@ def fuse(pipe, image, reference, mask, feather: float = 8.0, generator: torch.Ge
 def run_fuse(
     input_path: str, reference_path: str, mask_path: str, output: str, model: str | None = None,
     feather: float = 8.0, steps: int | None = None, scheduler: str | None = None, seed: int = 0,
-    device: str | None = None, lr_consistency: bool = False,
+    device: str | None = None, lr_consistency: bool | None = None,
 ) -> int:
     """``sradm fuse``: write the fused SR image to ``output``. Raises ``UsageError`` (exit status 2) on bad input."""
     from .upscale import (
@@ -124,6 +124,9 @@ def run_fuse(
         write_image_atomic,
     )
 
+    from .defaults import LR_CONSISTENCY
+
+    lr_consistency = LR_CONSISTENCY if lr_consistency is None else lr_consistency
     loaded = []
     for path in (input_path, reference_path, mask_path):
         try:

@@ -90,7 +90,7 @@ def frames_to_strip(frames: list[Image.Image]) -> Image.Image:
 
 def run_interpolate(
     input_path: str, output: str, model: str | None = None, frames: int = 8, seeds: tuple[int, int] = (0, 1),
-    steps: int = 20, device: str | None = None, lr_consistency: bool = False, frame_ms: int = 150,
+    steps: int = 20, device: str | None = None, lr_consistency: bool | None = None, frame_ms: int = 150,
 ) -> int:
     """``sradm interpolate``: write the frames as a strip (any image extension) or an animated ``.gif``.
 
@@ -98,8 +98,14 @@ def run_interpolate(
         UsageError: bad options, model, input or output (one line, exit status 2).
     """
     import os
+    import sys
 
-    from .upscale import ImageError, UsageError, load_image, load_pipeline, resolve_device, write_image_atomic
+    from .defaults import LR_CONSISTENCY
+    from .upscale import (
+        ImageError, StepReporter, UsageError, load_image, load_pipeline, resolve_device, write_image_atomic,
+    )
+
+    lr_consistency = LR_CONSISTENCY if lr_consistency is None else lr_consistency
 
     if frames < 2:
         raise UsageError(f"--frames {frames}: use 2 or more.")
@@ -111,9 +117,16 @@ def run_interpolate(
         raise UsageError(f"-o {output!r}: name a .gif (animation) or a .png/.jpg/.webp file (strip).")
     pipe = load_pipeline(model, resolve_device(device))
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
+    reporter = None  # on a terminal the steps bar; otherwise a line at the start and at most one per 10 s
+    if not sys.stderr.isatty():
+        reporter = StepReporter(command="sradm interpolate")
+        reporter.start(f"{frames} frames of {image.width}x{image.height}", steps)
+        print(f"sradm interpolate: {frames} frames of {image.width}x{image.height} in one batch, {steps} DDIM steps",
+              file=sys.stderr, flush=True)
     images = interpolate(
         pipe, image, num_frames=frames, generator_a=torch.Generator().manual_seed(seeds[0]),
         generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps, lr_consistency=lr_consistency,
+        callback_on_step_end=reporter,
     )
     if output.lower().endswith(".gif"):
         from .atomic import replacing

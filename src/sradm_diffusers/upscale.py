@@ -485,7 +485,7 @@ def run_upscale(
     """
     from tqdm.auto import tqdm
 
-    from .uncertainty import summary_images
+    from .uncertainty import SUMMARY_KINDS, summary_images
 
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
@@ -543,8 +543,8 @@ def run_upscale(
     for number, path in enumerate(progress, 1):
         try:
             targets = plan.paths(path, scale, samples)
-            if uncertainty:  # <stem>_x<s>_mean.png and <stem>_x<s>_std.png next to the samples
-                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in ("mean", "std")]
+            if uncertainty:  # <stem>_x<s>_mean.png, _std.png and _std_scale.png next to the samples
+                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in SUMMARY_KINDS]
             for target in targets:
                 key = os.path.realpath(target)
                 if key in input_keys:
