@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers.metrics import quality as M
+from sradm_diffusers.metrics.quality import quality as M
 from sradm_diffusers.cli import main
 from sradm_diffusers.imresize import imresize
 
@@ -245,7 +245,8 @@ def test_samples_give_diversity(hr_dir, model_dir, tmp_path):
     per = [rows["sradm"]["diversity_std"] for rows in result["per_image"].values()]
     assert all(d > 0 for d in per)
     assert result["methods"]["sradm"]["diversity_std"] == pytest.approx(np.mean(per))
-    assert result["config"]["samples"] == 2 and result["config"]["scheduler"] == "DDIMScheduler"
+    assert result["config"]["samples"] == 2 and result["config"]["scheduler"] == "ddim"
+    assert result["config"]["scheduler_class"] == "DDIMScheduler"
 
 
 def _usage_error(args, capsys):

@@ -25,12 +25,20 @@ def test_upscale_uncertainty_writes_samples_mean_and_map(tmp_path, model_dir):
     assert main(["upscale", str(source), "--samples", "3", "--uncertainty", "--seed", "0", "--steps", "2",
                  "--model", model_dir]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["a.png", "a_x4_0.png", "a_x4_1.png", "a_x4_2.png", "a_x4_mean.png", "a_x4_std.png"]
+    assert names == ["a.png", "a_x4_0.png", "a_x4_1.png", "a_x4_2.png", "a_x4_mean.png", "a_x4_std.png",
+                     "a_x4_std_scale.png"]
     samples = np.stack([_read(tmp_path / f"a_x4_{k}.png") for k in range(3)])
     # the mean file is the rounded mean of the written 8-bit samples
     assert np.abs(_read(tmp_path / "a_x4_mean.png") - samples.mean(axis=0)).max() <= 0.5
+    from sradm_diffusers.extras.uncertainty import colourize
+
+    std = samples.std(axis=0).mean(axis=-1)  # per-pixel std of the written samples (0..255), mean over RGB
+    expected = colourize(std, max(float(np.percentile(std, 99)), 1.0)).astype(np.float64)
     with PIL.Image.open(tmp_path / "a_x4_std.png") as image:
-        assert image.size == (40, 32 + 28)  # the map plus its scale bar
+        assert image.size == (40, 32)  # the SR size: the colour scale is a file of its own
+        assert np.abs(_read(tmp_path / "a_x4_std.png") - expected).max() <= 1  # float32 vs float64 rounding
+    with PIL.Image.open(tmp_path / "a_x4_std_scale.png") as bar:
+        assert np.asarray(bar.convert("RGB")).std() > 0  # a ramp and labels are drawn
 
 
 def test_uncertainty_needs_samples(tmp_path, model_dir, capsys):
@@ -92,4 +100,5 @@ def test_evaluate_lr_consistency_is_recorded(tmp_path, model_dir):
     assert main(["evaluate", "--model", model_dir, "--hr-dir", str(hr), "--scale", "4", "--methods", "sradm",
                  "--steps", "2", "--no-lr-consistency", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["config"]["lr_consistency"] is False
-    assert result["methods"]["sradm"]["lr_psnr"] is None or result["methods"]["sradm"]["lr_psnr"] > 50
+    lr_psnr = result["methods"]["sradm"]["lr_psnr"]
+    assert lr_psnr == "inf" or lr_psnr > 50  # an exact LR match is "inf"; null only means "not computed"

@@ -13,11 +13,12 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers.cli import LR_CONSISTENCY_DEFAULT, build_parser
+from sradm_diffusers.cli import build_parser
+from sradm_diffusers.defaults import DEFAULT_SAMPLING
 from sradm_diffusers.demo import DemoRunner
 from sradm_diffusers.demo.runner import MAX_SAMPLES, uncertainty_map
 from sradm_diffusers.imresize import imresize
-from sradm_diffusers.upscale import FAST_SCHEDULER, SCHEDULERS, ImageError, UsageError, resolve_steps, set_scheduler
+from sradm_diffusers.upscale import SCHEDULERS, ImageError, UsageError, resolve_steps, set_scheduler
 
 SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "sradm-demo" / "app.py"
 
@@ -42,7 +43,7 @@ def test_result_is_the_pipelines_with_the_cli_seeds(runner, tiny_pipe, lr_file, 
     before = _sha(lr_file)
     steps_seen = []
     result = runner(lr_file, "ddim", 3, 7, 2, output_dir=str(tmp_path), name="photo.png",
-                    on_step=lambda done, total: steps_seen.append((done, total)))
+                    on_step=lambda done, total: steps_seen.append((done, total)), lr_consistency=False)
 
     # The same computation done by hand, like `sradm upscale --scheduler ddim --steps 3 --seed 7 --samples 2`.
     tiny_pipe.scheduler = runner.base_scheduler
@@ -91,14 +92,17 @@ def test_uncertainty_map_is_the_per_pixel_std():
 
 
 def test_default_sampler_and_steps_are_the_clis(runner, tiny_pipe):
-    assert runner.default_sampler == FAST_SCHEDULER
+    assert runner.default_sampler == DEFAULT_SAMPLING.scheduler == "unipc"
+    assert (runner.default_strength, runner.default_lr_consistency) == (0.82, True)
     assert runner.samplers == list(SCHEDULERS)
     original = tiny_pipe.scheduler
     for name in SCHEDULERS:
         expected_pipe = type("P", (), {})()
         expected_pipe.scheduler = original
         set_scheduler(expected_pipe, name)
-        assert runner.default_steps(name) == resolve_steps(expected_pipe, None)
+        expected = (11, 0.82) if name == "unipc" else (resolve_steps(expected_pipe, None), 1.0)
+        assert runner.sampler_defaults(name) == expected  # the few-step default, else `--scheduler <name>` alone
+        assert runner.default_steps(name) == expected[0]
     assert tiny_pipe.scheduler is original  # asking for a default swaps nothing
 
 
@@ -161,7 +165,7 @@ def test_handler_outputs_and_errors(runner, lr_file):
     assert uncertainty["visible"] is True and uncertainty["value"].size == (48, 40)
     assert uncertainty["label"].startswith("Per-pixel std over the samples; white = ")
     assert [Path(f).name for f in files] == ["holiday_x4_0.png", "holiday_x4_1.png"]
-    assert status.startswith("12x10 → 48x40 with ddim, 2 steps, 2 sample(s)")
+    assert status.startswith("12x10 → 48x40 with ddim, 2 steps, strength 1 (2 U-Net calls), 2 sample(s)")
     # Clicking the second sample in the gallery shows it in the slider, against the same bicubic image.
     selected = compare_selected(shown, gr.SelectData(None, {"index": 1, "value": None}))
     assert selected["value"] == (before, gallery[1][0]) and selected["label"].endswith("sample 1")
@@ -169,6 +173,10 @@ def test_handler_outputs_and_errors(runner, lr_file):
     _, _, uncertainty, files, _, _ = handler(payload, "ddim", 1, 0, 1)
     assert uncertainty["visible"] is False and [Path(f).name for f in files] == ["holiday_x4.png"]
 
+    *_, status, _ = handler(payload, "unipc", 11.0, 0, 1, True, 0.82)  # the page's defaults, as it sends them
+    assert "with unipc, 11 steps, strength 0.82 (9 U-Net calls), 1 sample(s)" in status
+    with pytest.raises(gr.Error, match="Strength 0.05"):
+        handler(payload, "unipc", 11, 0, 1, True, 0.05)  # int(11 * 0.05) = 0 steps
     with pytest.raises(gr.Error, match="Upload an image first"):
         handler(None, "ddim", 1, 0, 1)
     with pytest.raises(gr.Error, match="Steps 0"):
@@ -202,10 +210,12 @@ def test_page_wiring(runner):
     assert demo.analytics_enabled is False
     assert any(isinstance(block, gr.ImageSlider) for block in demo.blocks.values())
     steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "steps")
-    assert steps.value == runner.default_steps(FAST_SCHEDULER) and steps.maximum == runner.max_steps
+    assert steps.value == DEFAULT_SAMPLING.steps and steps.maximum == runner.max_steps
     consistency = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "lr_consistency")
-    assert consistency.value is LR_CONSISTENCY_DEFAULT
-    assert consistency._id in [block._id for block in upscale.inputs]
+    assert consistency.value is DEFAULT_SAMPLING.lr_consistency
+    strength = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "strength")
+    assert strength.value == DEFAULT_SAMPLING.strength
+    assert {consistency._id, strength._id} <= {block._id for block in upscale.inputs}
 
 
 def test_cli_options():

@@ -163,6 +163,7 @@ def test_upload_upscale_progress_and_download(page, tmp_path):
 
     _upload(page, source)
     _set_number(page, "steps", STEPS)
+    _set_number(page, "strength", 1)  # all STEPS steps run (the page opens with the few-step default's 0.82)
     _set_number(page, "samples", 2)
     _record_progress(page)
     page.click("#upscale")

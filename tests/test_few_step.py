@@ -239,7 +239,7 @@ def test_cli_default_is_the_few_step_setting(tmp_path, model_dir, lr_image, monk
     calls = _spy_calls(monkeypatch)
     base = ["upscale", str(source), "--seed", "0", "--model", model_dir]
     assert main([*base, "-o", str(tmp_path / "default.png")]) == 0
-    name, steps, strength = DEFAULT_SAMPLING
+    name, steps, strength = DEFAULT_SAMPLING.scheduler, DEFAULT_SAMPLING.steps, DEFAULT_SAMPLING.strength
     assert calls[-1] == (SCHEDULERS[name][0], steps, strength)
     explicit = ["--scheduler", name, "--steps", str(steps), "--strength", str(strength)]
     assert main([*base, "-o", str(tmp_path / "explicit.png"), *explicit]) == 0

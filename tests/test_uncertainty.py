@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sradm_diffusers import imresize
-from sradm_diffusers.extras.uncertainty import colourize, sample_with_uncertainty, uncertainty_map
+from sradm_diffusers.extras.uncertainty import colourize, sample_with_uncertainty, scale_bar, std_map, uncertainty_map
 
 
 @pytest.fixture
@@ -49,6 +49,9 @@ def test_uncertainty_map_colours_and_scale_bar():
     pixels = np.asarray(image)
     assert pixels[10, 5].tolist() == [68, 1, 84] and pixels[10, 45].tolist() == [253, 231, 37]
     assert pixels[45:, :].std() > 0  # the bar and its labels are drawn
+    np.testing.assert_array_equal(np.asarray(std_map(std, vmax=8.0)), pixels[:40])  # the same map, without the bar
+    bar = np.asarray(scale_bar(8.0, width=100, height=20))
+    assert bar.shape == (20, 100, 3) and bar[5, 4].tolist() == [68, 1, 84] and bar[5, 53].tolist() == [253, 231, 37]
 
 
 def test_needs_two_samples(ddim_pipe, demo_lr):

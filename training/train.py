@@ -430,14 +430,11 @@ def batches(loader, start_batch: int, streaming: bool):
 
 # ----------------------------------------------------------------------------------------------------- validation
 def _validation_scheduler(name: str):
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-
+    """``--validation_scheduler``: built from the package's scheduler table as ``sradm upscale --scheduler`` builds it."""
+    from sradm_diffusers.defaults import make_scheduler
     from sradm_diffusers.presets import default_scheduler
 
-    config = default_scheduler().config
-    cls = {"dpm": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "ddpm": DDPMScheduler,
-           "unipc": UniPCMultistepScheduler}[name]
-    return cls.from_config(config)
+    return make_scheduler(name, default_scheduler().config)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """SRADM super-resolution as a diffusers pipeline.
 
-Public API: ``SRADMPipeline``, ``SRADMUNet``, ``RRDBEncoder``, ``build_pipeline``, ``imresize``, and the bundled
-``DEMO_MODEL`` (a pipeline folder) and ``SAMPLE_IMAGE`` (an LR photo).
+Public API: ``SRADMPipeline``, ``SRADMUNet``, ``RRDBEncoder``, ``build_pipeline``, ``imresize``, the bundled
+``DEMO_MODEL`` (a pipeline folder) and ``SAMPLE_IMAGE`` (an LR photo), and the sampling defaults every front end
+uses, ``DEFAULT_SAMPLING`` (a :class:`~sradm_diffusers.defaults.SamplingSettings`; torch-free module).
 
 Importing the package is cheap: the names above are imported on first use (PEP 562), so that the ``sradm`` command
 answers ``--help``, ``--version`` and bad arguments without loading torch and diffusers (seconds and hundreds of MB).
@@ -18,6 +19,8 @@ import types
 __version__ = "0.1.0"
 
 _LAZY = {
+    "DEFAULT_SAMPLING": ".defaults",
+    "SamplingSettings": ".defaults",
     "DEMO_MODEL": ".resources",
     "SAMPLE_IMAGE": ".resources",
     "PRESETS": ".presets",
@@ -31,12 +34,14 @@ _LAZY = {
 }
 
 __all__ = [
+    "DEFAULT_SAMPLING",
     "DEMO_MODEL",
     "PRESETS",
     "RRDBEncoder",
     "SAMPLE_IMAGE",
     "SRADMPipeline",
     "SRADMUNet",
+    "SamplingSettings",
     "build_pipeline",
     "imresize",
 ]

@@ -15,10 +15,11 @@ import signal
 import sys
 
 from .resources import SAMPLE_IMAGE
-from .upscale import (
-    AUTO_TILE_PIXELS, DEFAULT_MODEL, DEFAULT_SAMPLING, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, DTYPES,
-    FAST_SAMPLER_STEPS, MAX_SEED, MIN_TILE, SCHEDULERS, UsageError, check_output_file, one_line,
+from .defaults import (
+    AUTO_TILE_PIXELS, DEFAULT_SAMPLING, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, DTYPE_NAMES, FAST_SAMPLER_STEPS,
+    LR_CONSISTENCY, MAX_SEED, SCHEDULERS,
 )
+from .upscale import DEFAULT_MODEL, MIN_TILE, UsageError, check_output_file, one_line
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
 
@@ -62,8 +63,9 @@ _seed = _int_at_least(0, MAX_SEED)
 _non_negative_int = _int_at_least(0)
 
 
-LR_CONSISTENCY_DEFAULT = True
-"""``--lr-consistency`` is on unless ``--no-lr-consistency``: on the demo model it raised every metric."""
+LR_CONSISTENCY_DEFAULT = LR_CONSISTENCY
+"""Deprecated alias of :data:`sradm_diffusers.defaults.LR_CONSISTENCY` (``--lr-consistency`` unless
+``--no-lr-consistency``)."""
 
 _CONSISTENCY = {
     "action": argparse.BooleanOptionalAction, "default": LR_CONSISTENCY_DEFAULT,
@@ -72,22 +74,55 @@ _CONSISTENCY = {
 }
 
 
+_FEW_STEP = (
+    f"--scheduler {DEFAULT_SAMPLING.scheduler} --steps {DEFAULT_SAMPLING.steps} --strength {DEFAULT_SAMPLING.strength}"
+)
+_DEFAULT_SAMPLING_TEXT = (
+    f"Without --scheduler, --steps and --strength it samples with the few-step default: {_FEW_STEP} "
+    f"({DEFAULT_SAMPLING.unet_calls()} U-Net calls, as close to 100 DDPM steps as measured, README 'Few-step "
+    "sampling'); giving any of them restores the other ones' own defaults."
+)
+
+
 def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_help: str) -> None:
+    """The sampling options ``upscale`` and ``evaluate`` share (same names, same defaults)."""
     parser.add_argument(
         "--steps", type=_positive_int, default=None, metavar="N",
-        help="denoising steps (default: the scheduler's num_train_timesteps, 100, for ddpm; "
-        f"{FAST_SAMPLER_STEPS} for the other schedulers)",
+        help=f"denoising steps (default: {DEFAULT_SAMPLING.steps} with the few-step default; otherwise the "
+        f"scheduler's num_train_timesteps, 100, for ddpm and {FAST_SAMPLER_STEPS} for the other schedulers)",
     )
     parser.add_argument(
         "--scheduler", choices=list(SCHEDULERS), default=None,
-        help="sampler swapped in with from_config (default: the model's own, DDPM for SRADM checkpoints); "
-        "the fast ones use timestep_spacing='trailing'; dpm-sde is DPM-Solver++'s stochastic form",
+        help=f"sampler swapped in with from_config (default: {DEFAULT_SAMPLING.scheduler} with the few-step default, "
+        "otherwise the model's own, DDPM for SRADM checkpoints); the fast ones use timestep_spacing='trailing'; "
+        "dpm-sde is DPM-Solver++'s stochastic form",
+    )
+    parser.add_argument(
+        "--strength", type=float, default=None, metavar="S",
+        help="in (0, 1]: start from the RRDB output noised to an intermediate step and run the last int(steps * S) "
+        f"steps; 1 starts from pure noise (default: {DEFAULT_SAMPLING.strength} with the few-step default, otherwise 1)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1, metavar="K", help="SR samples per image (default 1)"
     )
     parser.add_argument("--seed", type=_seed, default=seed_default, metavar="S", help=seed_help)
     parser.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
+    parser.add_argument(
+        "--dtype", choices=list(DTYPE_NAMES), default="fp32",
+        help="weights/compute dtype (default fp32). On a CPU, bf16 is faster only where the CPU has native bfloat16 "
+        "(avx512_bf16 or amx_bf16 in /proc/cpuinfo; a note says so otherwise, where it is several times slower); "
+        "fp16 is for cuda",
+    )
+    parser.add_argument(
+        "--tile", type=_non_negative_int, default=None, metavar="N",
+        help=f"sample in overlapping tiles of N x N input pixels (N >= {MIN_TILE}), blended seam-free, in bounded "
+        f"memory; 0 never tiles (default, announced: tiles of {DEFAULT_TILE} on cuda when the whole image would not "
+        f"fit into the GPU's free memory, on the CPU for inputs over {AUTO_TILE_PIXELS} pixels)",
+    )
+    parser.add_argument(
+        "--tile-overlap", type=_non_negative_int, default=DEFAULT_TILE_OVERLAP, metavar="M",
+        help=f"minimum overlap of neighbouring tiles in input pixels, less than N/2 (default {DEFAULT_TILE_OVERLAP})",
+    )
     parser.add_argument("--lr-consistency", **_CONSISTENCY)
 
 
@@ -116,11 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when loading; of an animated GIF or multi-page TIFF only the first frame is used (said in a note); "
         "transparency is composited on white (the output is RGB). Files are written to a temporary name and renamed, "
         "never half-written (a symlink is written through; a device or FIFO is refused); inputs are never "
-        "overwritten. A bad input is reported "
-        "in one line and skipped (exit status 1). Without --scheduler, --steps and --strength it samples with "
-        f"the few-step default: --scheduler {DEFAULT_SAMPLING[0]} --steps {DEFAULT_SAMPLING[1]} --strength "
-        f"{DEFAULT_SAMPLING[2]} ({int(DEFAULT_SAMPLING[1] * DEFAULT_SAMPLING[2])} U-Net calls, as close to 100 DDPM "
-        "steps as measured, README 'Few-step sampling'); giving any of them restores the other ones' own defaults.",
+        "overwritten. A bad input is reported in one line and skipped (exit status 1). " + _DEFAULT_SAMPLING_TEXT,
     )
     up.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (non-recursive) or glob patterns")
     up.add_argument(
@@ -139,30 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
     )
     up.add_argument(
-        "--strength", type=float, default=None, metavar="S",
-        help="in (0, 1]: start from the RRDB output noised to an intermediate step and run the last int(steps * S) "
-        "steps; 1 starts from pure noise (default: 1, or the few-step default when no sampling option is given)",
-    )
-    up.add_argument(
-        "--dtype", choices=list(DTYPES), default="fp32",
-        help="weights/compute dtype (default fp32). On a CPU, bf16 is faster only where the CPU has native bfloat16 "
-        "(avx512_bf16 or amx_bf16 in /proc/cpuinfo; a note says so otherwise, where it is several times slower); "
-        "fp16 is for cuda",
-    )
-    up.add_argument(
-        "--tile", type=_non_negative_int, default=None, metavar="N",
-        help=f"sample in overlapping tiles of N x N input pixels (N >= {MIN_TILE}), blended seam-free, in bounded "
-        f"memory; 0 never tiles (default, announced: tiles of {DEFAULT_TILE} on cuda when the whole image would not "
-        f"fit into the GPU's free memory, on the CPU for inputs over {AUTO_TILE_PIXELS} pixels)",
-    )
-    up.add_argument(
-        "--tile-overlap", type=_non_negative_int, default=DEFAULT_TILE_OVERLAP, metavar="M",
-        help=f"minimum overlap of neighbouring tiles in input pixels, less than N/2 (default {DEFAULT_TILE_OVERLAP})",
-    )
-    up.add_argument(
         "--uncertainty", action="store_true",
-        help="with --samples K >= 2: also write the samples' mean <name>_x<s>_mean.png and their per-pixel std as a "
-        "colour map with a scale bar, <name>_x<s>_std.png",
+        help="with --samples K >= 2: also write the samples' mean <name>_x<s>_mean.png, their per-pixel std as a "
+        "colour map of the SR size, <name>_x<s>_std.png, and its colour scale, <name>_x<s>_std_scale.png",
     )
 
     ev = commands.add_parser(
@@ -172,11 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-dir. HR images whose size is not a multiple of s are cropped at the bottom/right to a multiple of s "
         "first. Metrics: PSNR/SSIM on RGB (no crop, scikit-image SSIM), PSNR/SSIM on Y (BT.601, s pixels "
         "cropped, Gaussian SSIM), LR-PSNR, LPIPS (AlexNet; n/a without local weights). Images that fail are "
-        "reported, counted and excluded from every mean (exit status 1).",
+        "reported, counted and excluded from every mean (exit status 1). SRADM is sampled with the same options "
+        "and defaults as 'sradm upscale', so it scores what upscale writes for the same seed. "
+        + _DEFAULT_SAMPLING_TEXT,
     )
     ev.add_argument(
         "--model", default=None, metavar="PATH_OR_REPO",
-        help="SRADM pipeline folder or Hub id (needed for rrdb and sradm)",
+        help="SRADM pipeline folder or Hub id for rrdb and sradm (default: the bundled CPU demo model, 4x)",
     )
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument("--hr-dir", metavar="DIR", help="folder of HR images (sorted by name, non-recursive)")
@@ -233,34 +245,65 @@ def _add_manipulation_commands(commands) -> None:
         "with deterministic DDIM; -o .gif writes an animation (there and back), other extensions a strip. All "
         "frames are sampled in one batch: when they do not fit into memory, the error names how many do.",
     )
-    it.add_argument("input", metavar="INPUT")
-    it.add_argument("-o", "--output", required=True, metavar="OUT")
-    it.add_argument("--model", default=None, metavar="PATH_OR_REPO")
-    it.add_argument("--frames", type=_int_at_least(2), default=8, metavar="N", help="frames (default 8)")
-    it.add_argument("--seeds", type=_seed, nargs=2, default=(0, 1), metavar=("A", "B"))
-    it.add_argument("--steps", type=_positive_int, default=20, metavar="N", help="DDIM steps (default 20)")
-    it.add_argument("--device", choices=list(DEVICES), default=None)
+    it.add_argument("input", metavar="INPUT", help="the LR image file")
+    it.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="output file: .gif writes an animation (there and back), .png/.jpg/.webp the frames side by side",
+    )
+    it.add_argument(
+        "--model", default=None, metavar="PATH_OR_REPO",
+        help="SRADM pipeline folder or Hub id (default: the bundled CPU demo model, 4x)",
+    )
+    it.add_argument("--frames", type=_int_at_least(2), default=8, metavar="N", help="frames, 2 or more (default 8)")
+    it.add_argument(
+        "--seeds", type=_seed, nargs=2, default=(0, 1), metavar=("A", "B"),
+        help="seeds of the starting noises of the first and the last frame (default 0 1)",
+    )
+    it.add_argument(
+        "--steps", type=_positive_int, default=20, metavar="N",
+        help="DDIM steps (default 20; always DDIM with eta 0 from pure noise, so each frame is a deterministic "
+        "function of its noise)",
+    )
+    it.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
     it.add_argument("--lr-consistency", **_CONSISTENCY)
     fu = commands.add_parser(
         "fuse", help="SR image whose masked region takes its content from a reference image",
         description="Content fusion: the masked part of x_t follows the reference's noised residual at every step "
         "(feathered mask); REFERENCE and MASK have the SR size. MASK is an 8-bit image read as value/255 (white 255 "
         "= reference, black 0 = the model's own content; colour masks by their luminance); 16-bit and float images "
-        "are refused. Inputs are never overwritten.",
+        "are refused. Sampled from pure noise (strength 1), so the reference shapes the masked region from the first "
+        "step on; without --scheduler and --steps, the model's own scheduler (DDPM, 100 steps). Inputs are never "
+        "overwritten.",
     )
-    fu.add_argument("input", metavar="INPUT")
-    fu.add_argument("--reference", required=True, metavar="REFERENCE")
-    fu.add_argument("--mask", required=True, metavar="MASK")
-    fu.add_argument("-o", "--output", required=True, metavar="OUT")
-    fu.add_argument("--model", default=None, metavar="PATH_OR_REPO")
+    fu.add_argument("input", metavar="INPUT", help="the LR image file")
+    fu.add_argument(
+        "--reference", required=True, metavar="REFERENCE",
+        help="image of the SR size (s times INPUT) whose content fills the masked region",
+    )
+    fu.add_argument(
+        "--mask", required=True, metavar="MASK",
+        help="8-bit greyscale image of the SR size: white (255) takes the reference, black (0) the model's sample",
+    )
+    fu.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file (e.g. fused.png)")
+    fu.add_argument(
+        "--model", default=None, metavar="PATH_OR_REPO",
+        help="SRADM pipeline folder or Hub id (default: the bundled CPU demo model, 4x)",
+    )
     fu.add_argument(
         "--feather", type=float, default=8.0, metavar="PX",
-        help="soft border width in SR pixels, 0 (hard) up to the image's larger side (default 8)",
+        help="width in SR pixels of the soft border blended between reference and sample, 0 (hard) up to the "
+        "image's larger side (default 8)",
     )
-    fu.add_argument("--steps", type=_positive_int, default=None, metavar="N")
-    fu.add_argument("--scheduler", choices=list(SCHEDULERS), default=None)
-    fu.add_argument("--seed", type=_seed, default=0, metavar="S")
-    fu.add_argument("--device", choices=list(DEVICES), default=None)
+    fu.add_argument(
+        "--steps", type=_positive_int, default=None, metavar="N",
+        help=f"denoising steps (default: 100 for ddpm, the model's own; {FAST_SAMPLER_STEPS} for the other schedulers)",
+    )
+    fu.add_argument(
+        "--scheduler", choices=list(SCHEDULERS), default=None,
+        help="sampler swapped in with from_config (default: the model's own, DDPM)",
+    )
+    fu.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the noise (default 0)")
+    fu.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
     fu.add_argument("--lr-consistency", **_CONSISTENCY)
 
 
@@ -317,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             image_column=args.image_column, scale=args.scale, methods=args.methods, steps=args.steps,
             scheduler=args.scheduler, samples=args.samples, limit=args.limit, json_path=args.json, seed=args.seed,
             device=args.device, center_crop=args.center_crop, lr_consistency=args.lr_consistency,
+            strength=args.strength, dtype=args.dtype, tile=args.tile, tile_overlap=args.tile_overlap,
         )
     except UsageError as error:
         print(f"sradm: error: {one_line(error)}", file=sys.stderr)

@@ -61,6 +61,10 @@ from .atomic import NotARegularFileError, check_writable_folder, file_kind, outp
 from .distributed import ProcessShare
 from .sampling.memory import keep_freed_memory, trim_heap_around_each_call
 from .resources import DEMO_MODEL
+from .defaults import (  # noqa: F401 - the sampling defaults and tiling policy, re-exported for older imports
+    AUTO_TILE_PIXELS, DEFAULT_SAMPLING, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, FAST_SAMPLER_STEPS,
+    LR_CONSISTENCY, MAX_SEED, MIN_TILE, SCHEDULERS, choose_tiling, default_steps, dtype_problem, make_scheduler,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -68,52 +72,12 @@ if TYPE_CHECKING:
 DEFAULT_MODEL: str = DEMO_MODEL
 """Folder (or Hub id) used when ``--model`` is not given: the bundled demo pipeline."""
 
-SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "ddpm": ("DDPMScheduler", {}),
-    "ddim": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
-    "dpm": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing", "algorithm_type": "dpmsolver++"}),
-    "dpm-sde": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing", "algorithm_type": "sde-dpmsolver++"}),
-    "unipc": ("UniPCMultistepScheduler", {"timestep_spacing": "trailing"}),
-    "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
-}
-"""``--scheduler`` name -> (diffusers class name, extra ``from_config`` arguments). Fast samplers always get
-"trailing" timesteps (also the stored default of this package's pipelines), so pipelines saved with another
-spacing are sampled the same way. ``dpm-sde`` is DPM-Solver++'s stochastic (SDE) form: it injects fresh noise
-at every step, like the DDPM sampler the model was trained for; on the demo model at 20 steps it was more
-LR-consistent and had less grain along strong edges than the deterministic ``dpm`` (model_card.md). ``dpm`` names
-its algorithm explicitly, so it is the ODE form even when swapped in from a ``dpm-sde`` scheduler's config."""
-
-FAST_SAMPLER_STEPS = 20
-"""Default ``--steps`` for every scheduler but ``ddpm``."""
-
-DEFAULT_TILE = 128
-DEFAULT_TILE_OVERLAP = 16
-AUTO_TILE_PIXELS = 256 * 256
-"""``--tile``: without it, inputs of more than ``AUTO_TILE_PIXELS`` pixels are sampled in tiles of
-``DEFAULT_TILE`` input pixels (announced in one line), so that a large photo does not exhaust memory."""
-
-MIN_TILE = 16
-"""Smallest ``--tile``: every tile carries a fixed cost (a U-Net call, the margin the blend needs), so tiny tiles
-cost far more than they save. On a 64x64 input with the demo model (2 DDPM steps, overlap 0, one thread, on a
-shared 2-core machine; ``python benchmarks/bench_tile_size.py``), untiled took 1.8 s, tiles of 32 px 3.2 s, 16 px
-7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Tiles of 16 px
-at 4x are 64 HR pixels: already far below any memory limit."""
-
 FAST_SCHEDULER = "dpm-sde"
-"""The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
-
-DEFAULT_SAMPLING: tuple[str, int, float] = ("unipc", 11, 0.82)
-"""``sradm upscale`` with none of ``--scheduler``, ``--steps``, ``--strength``: (scheduler, steps, strength).
-UniPC on an 11-step grid, started from the RRDB output noised to its third timestep (t = 81 of 100): 9 U-Net
-calls. On 128 px crops of the 10 held-out photos (LR consistency on, 2 samples each) it came within 0.15 dB PSNR-Y
-of 100 DDPM steps with the same edge energy (-0.5 %): the fastest measured setting that meets the few-step goal
-without leaving noise in the image (README "Few-step sampling", ``benchmarks/bench_few_step.py``)."""
+"""Deprecated (the web demo now opens with :data:`DEFAULT_SAMPLING`): the stochastic sampler that was cleanest at 20
+steps on the demo model."""
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 """``--dtype`` name -> the ``torch`` dtype's attribute name (:func:`torch_dtype`)."""
-DEVICES = ("cpu", "cuda", "mps")
-MAX_SEED = 2**63 - 1
-"""Largest seed (``torch.Generator.manual_seed`` takes 64-bit integers; 63 bits keep every S + k in range)."""
 
 
 class UsageError(ValueError):
@@ -228,10 +192,7 @@ def set_scheduler(pipe, name: str | None) -> None:
         return
     if name not in SCHEDULERS:
         raise UsageError(f"--scheduler {name!r} is not one of {', '.join(SCHEDULERS)}.")
-    import diffusers
-
-    class_name, extra = SCHEDULERS[name]
-    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
 
 
 def resolve_steps(pipe, steps: int | None) -> int:
@@ -243,35 +204,10 @@ def resolve_steps(pipe, steps: int | None) -> int:
             "scheduler/scheduler_config.json or re-save the model."
         )
     if steps is None:
-        return max_steps if type(pipe.scheduler).__name__ == "DDPMScheduler" else min(FAST_SAMPLER_STEPS, max_steps)
+        return default_steps(pipe.scheduler)
     if steps < 1 or steps > max_steps:
         raise UsageError(f"--steps {steps}: use 1..{max_steps} (the model's scheduler has {max_steps} timesteps).")
     return steps
-
-
-def choose_tiling(
-    width: int, height: int, tile: int | None, overlap: int, device=None, untiled_bytes: int | None = None
-) -> tuple[int, int] | None:
-    """``(tile_size, tile_overlap)`` for an input of width x height pixels, or None to sample it whole.
-
-    ``tile`` 0 never tiles, N > 0 always tiles with N. None tiles with :data:`DEFAULT_TILE` when needed: on a CUDA
-    ``device``, when sampling the whole image (``untiled_bytes``, :func:`sradm_diffusers.memory.
-    estimate_sampling_bytes`) would not fit into the GPU's free memory (``torch.cuda.mem_get_info``, or
-    ``SRADM_MEMORY_LIMIT``); elsewhere (the CPU, where tiles also keep the U-Net's activations in cache) above
-    :data:`AUTO_TILE_PIXELS` input pixels.
-    """
-    if tile == 0:
-        return None
-    if tile is None:
-        if device is not None and str(device).startswith("cuda") and untiled_bytes is not None:
-            from .sampling.memory import available_bytes
-
-            budget = available_bytes(device)
-            if budget is None or untiled_bytes <= budget:
-                return None
-        elif width * height <= AUTO_TILE_PIXELS:
-            return None
-    return (DEFAULT_TILE if tile is None else tile, overlap)
 
 
 def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:
@@ -576,11 +512,12 @@ def write_image_atomic(image, path: str, fmt: str | None = None) -> None:
 
 
 class StepReporter:
-    """``callback_on_step_end`` that prints ``<name>: step i/N`` to stderr at most every ``interval`` seconds: the
-    progress of long samplings when stderr is not a terminal (where the progress bars are off)."""
+    """``callback_on_step_end`` that prints ``<command>: <name>: step i/N`` to stderr at most every ``interval``
+    seconds: the progress of long samplings when stderr is not a terminal (where the progress bars are off)."""
 
-    def __init__(self, interval: float = 10.0):
+    def __init__(self, interval: float = 10.0, command: str = "sradm upscale"):
         self.interval, self.name, self.total, self.last = interval, "", 0, time.monotonic()
+        self.command = command
 
     def start(self, name: str, total: int) -> None:
         self.name, self.total, self.last = name, total, time.monotonic()
@@ -588,7 +525,7 @@ class StepReporter:
     def __call__(self, pipe, step: int, timestep, tensors: dict) -> dict:
         if time.monotonic() - self.last >= self.interval:
             self.last = time.monotonic()
-            print(f"sradm upscale: {self.name}: step {step + 1}/{self.total}", file=sys.stderr, flush=True)
+            print(f"{self.command}: {self.name}: step {step + 1}/{self.total}", file=sys.stderr, flush=True)
         return {}
 
 
@@ -616,7 +553,7 @@ def run_upscale(
     dtype: str = "fp32",
     tile: int | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
-    lr_consistency: bool = False,
+    lr_consistency: bool = LR_CONSISTENCY,
     uncertainty: bool = False,
     strength: float | None = None,
 ) -> int:
@@ -629,8 +566,8 @@ def run_upscale(
     import torch
     from tqdm.auto import tqdm
 
+    from .extras.uncertainty import SUMMARY_KINDS, summary_images
     from .sampling.rrdb_start import check_strength
-    from .extras.uncertainty import summary_images
 
     if samples < 1:
         raise UsageError(f"--samples {samples}: use 1 or more.")
@@ -663,14 +600,9 @@ def run_upscale(
     prepare_output_folders(plan, files)
 
     torch_device = share.device(device, resolve_device)
-    if dtype == "fp16" and torch_device.type == "cpu":
-        from .cpu import native_bf16
-
-        use = "fp32 or bf16" if native_bf16() else "fp32"
-        raise UsageError(
-            "--dtype fp16 on the CPU is not supported: half-precision convolutions have no fast CPU kernels (about "
-            f"5x slower than fp32) and diffusers warns they may fail; use --dtype {use} on this CPU, fp16 on cuda."
-        )
+    problem = dtype_problem(dtype, torch_device.type)
+    if problem is not None:
+        raise UsageError(problem)
     if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
         from .cpu import bf16_advice
 
@@ -684,7 +616,7 @@ def run_upscale(
     except ValueError as error:
         raise UsageError(one_line(error)) from error
     if scheduler is None and steps is None and strength is None:
-        scheduler, steps, strength = DEFAULT_SAMPLING
+        scheduler, steps, strength = DEFAULT_SAMPLING.scheduler, DEFAULT_SAMPLING.steps, DEFAULT_SAMPLING.strength
     strength = 1.0 if strength is None else strength
     pipe = load_pipeline(model, torch_device, dtype)
     set_scheduler(pipe, scheduler)
@@ -706,8 +638,8 @@ def run_upscale(
     for number, path in enumerate(progress, 1):
         try:
             targets = plan.paths(path, scale, samples)
-            if uncertainty:  # <stem>_x<s>_mean.png and <stem>_x<s>_std.png next to the samples
-                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in ("mean", "std")]
+            if uncertainty:  # <stem>_x<s>_mean.png, _std.png and _std_scale.png next to the samples
+                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in SUMMARY_KINDS]
             for target in targets:
                 key = os.path.realpath(target)
                 if key in input_keys:

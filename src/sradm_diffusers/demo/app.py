@@ -23,7 +23,6 @@ import PIL.Image  # noqa: E402
 
 from ..resources import SAMPLE_IMAGE  # noqa: E402
 from ..upscale import ImageError, UsageError, one_line  # noqa: E402
-from ..cli import LR_CONSISTENCY_DEFAULT  # noqa: E402
 from .runner import MAX_SAMPLES, DemoResult, DemoRunner  # noqa: E402
 
 TITLE = "SRADM super-resolution"
@@ -90,13 +89,15 @@ def make_handler(runner: DemoRunner):
     """The upscale event's function, bound to ``runner``."""
     folders = _RunFolders()
 
-    def upscale_handler(image, sampler, steps, seed, samples, lr_consistency=False, progress=gr.Progress()):
+    def upscale_handler(
+        image, sampler, steps, seed, samples, lr_consistency=False, strength=1.0, progress=gr.Progress()
+    ):
         try:
             path, name = _upload_path(image)
             result = runner(
                 path, sampler, steps, seed, samples, output_dir=folders.new(), name=name,
                 on_step=lambda done, total: progress((done, total), desc="Denoising", unit="steps"),
-                lr_consistency=lr_consistency,
+                lr_consistency=lr_consistency, strength=strength,
             )
         except (UsageError, ImageError) as error:
             raise gr.Error(one_line(error), title="Cannot upscale", print_exception=False) from error
@@ -105,7 +106,8 @@ def make_handler(runner: DemoRunner):
         low = result.bicubic.width // runner.scale, result.bicubic.height // runner.scale
         status = (
             f"{low[0]}x{low[1]} → {result.bicubic.width}x{result.bicubic.height} with {sampler}, "
-            f"{result.steps} steps, {len(result.samples)} sample(s), in {result.seconds:.1f} s."
+            f"{result.steps} steps, strength {result.strength:g} ({int(result.steps * result.strength)} U-Net calls), "
+            f"{len(result.samples)} sample(s), in {result.seconds:.1f} s."
         )
         return page_outputs(result, status)
 
@@ -133,9 +135,13 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
                 )
                 gr.Examples([[SAMPLE_IMAGE]], inputs=[image], label="Sample (click to use)")
                 sampler = gr.Dropdown(runner.samplers, value=default_sampler, label="Sampler", elem_id="sampler")
+                default_steps, default_strength = runner.sampler_defaults(default_sampler)
                 steps = gr.Slider(
-                    1, runner.max_steps, value=runner.default_steps(default_sampler), step=1, label="Steps",
-                    elem_id="steps",
+                    1, runner.max_steps, value=default_steps, step=1, label="Steps", elem_id="steps",
+                )
+                strength = gr.Slider(
+                    0.01, 1.0, value=default_strength, step=0.01, elem_id="strength",
+                    label="Strength (below 1: start from the RRDB output, int(steps x strength) U-Net calls)",
                 )
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
@@ -143,7 +149,7 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
                 # Options the pipeline gains go here, one control each. Tiling needs none: the request budget
                 # (MAX_INPUT_PIXELS) keeps every input within one tile's worth of memory.
                 lr_consistency = gr.Checkbox(
-                    value=LR_CONSISTENCY_DEFAULT, label="LR consistency (downscaled SR reproduces the input)",
+                    value=runner.default_lr_consistency, label="LR consistency (downscaled SR reproduces the input)",
                     elem_id="lr_consistency",
                 )
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale")
@@ -164,11 +170,11 @@ def build_demo(runner: DemoRunner) -> gr.Blocks:
                     label="Full-resolution PNG", file_count="multiple", interactive=False, elem_id="download"
                 )
 
-        sampler.change(runner.default_steps, inputs=sampler, outputs=steps, queue=False)
+        sampler.change(runner.sampler_defaults, inputs=sampler, outputs=[steps, strength], queue=False)
         gallery.select(compare_selected, inputs=shown, outputs=comparison, queue=False)
         button.click(
             make_handler(runner),
-            inputs=[image, sampler, steps, seed, samples, lr_consistency],
+            inputs=[image, sampler, steps, seed, samples, lr_consistency, strength],
             outputs=[comparison, gallery, uncertainty, files, status, shown],
             preprocess=False,
             concurrency_limit=1,

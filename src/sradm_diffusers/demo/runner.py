@@ -1,7 +1,8 @@
 """What the web demo does for one request, without Gradio: check the options, load the image, sample, write PNGs.
 
-The results match ``sradm upscale`` with the same options: the same samplers (:data:`SCHEDULERS`), step defaults
-(:func:`resolve_steps`), seeds (sample ``k`` uses a CPU generator seeded ``seed + k``) and output names.
+The results match ``sradm upscale`` with the same options: the same samplers (:data:`SCHEDULERS`), defaults
+(:mod:`sradm_diffusers.defaults`: the page opens with :data:`DEFAULT_SAMPLING`), seeds (sample ``k`` uses a CPU
+generator seeded ``seed + k``) and output names.
 """
 
 from __future__ import annotations
@@ -10,27 +11,24 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 import PIL.Image
 
+from .. import defaults
+from ..defaults import LR_CONSISTENCY, MAX_SEED, SCHEDULERS, default_steps, make_scheduler
 from ..image_processing import postprocess, preprocess
 from ..imresize import imresize
+from ..sampling.rrdb_start import check_strength
 from ..upscale import (
-    FAST_SCHEDULER,
-    MAX_SEED,
-    SCHEDULERS,
     ImageError,
     OutputPlan,
     UsageError,
     load_image,
     load_pipeline,
     resolve_device,
-    resolve_steps,
     sample_generators,
-    set_scheduler,
     write_image_atomic,
 )
 
@@ -57,6 +55,7 @@ class DemoResult:
         files: the full-resolution PNG of each sample, named like ``sradm upscale`` names them.
         seconds: wall-clock time of the sampling.
         steps, seed: the checked options (sample ``k`` used ``seed + k``).
+        strength: the checked start strength (``int(steps * strength)`` U-Net calls per sample).
     """
 
     bicubic: PIL.Image.Image
@@ -66,6 +65,7 @@ class DemoResult:
     seconds: float
     steps: int
     seed: int
+    strength: float = 1.0
 
 
 def uncertainty_map(samples: np.ndarray) -> np.ndarray:
@@ -89,6 +89,18 @@ def _as_int(value, name: str, low: int, high: int | None = None) -> int:
     return number
 
 
+def _as_strength(value, steps: int) -> float:
+    """The strength option from the page: a number in (0, 1] leaving at least one step; :class:`UsageError` else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"Strength must be a number in (0, 1], got {value!r}.")
+    try:
+        strength = float(value)
+        check_strength(strength, steps)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"Strength {value!r}: {error}") from error
+    return strength
+
+
 class DemoRunner:
     """Holds one loaded pipeline and serves upscale requests, one at a time.
 
@@ -107,7 +119,10 @@ class DemoRunner:
         self.max_steps = int(pipe.scheduler.config.num_train_timesteps)
         self.max_input_pixels = max_input_pixels
         self.samplers = list(SCHEDULERS)
-        self.default_sampler = FAST_SCHEDULER
+        # read when the page is built (not bound at import), so the page always opens with the current default
+        self.default_sampler = defaults.DEFAULT_SAMPLING.scheduler
+        self.default_strength = defaults.DEFAULT_SAMPLING.strength
+        self.default_lr_consistency = defaults.DEFAULT_SAMPLING.lr_consistency
         self._lock = threading.Lock()  # the scheduler is swapped per request: never two requests at once
 
     @classmethod
@@ -116,16 +131,23 @@ class DemoRunner:
         return cls(load_pipeline(model, resolve_device(device)), model_name=model, **kwargs)
 
     def default_steps(self, sampler: str) -> int:
-        """The CLI's ``--steps`` default for this sampler (the full schedule for ddpm, the fast default otherwise)."""
-        return resolve_steps(SimpleNamespace(scheduler=self._scheduler(sampler)), None)
+        """Steps the page sets when ``sampler`` is chosen (:meth:`sampler_defaults`)."""
+        return self.sampler_defaults(sampler)[0]
+
+    def sampler_defaults(self, sampler: str) -> tuple[int, float]:
+        """(steps, strength) the page sets when ``sampler`` is chosen: :data:`DEFAULT_SAMPLING`'s for its scheduler
+        (the few-step default), else what ``sradm upscale --scheduler <sampler>`` uses (the full schedule for
+        ddpm, the fast default otherwise; strength 1)."""
+        default = defaults.DEFAULT_SAMPLING
+        if sampler == default.scheduler:
+            return default.num_inference_steps(self._scheduler(sampler)), default.strength
+        return default_steps(self._scheduler(sampler)), 1.0
 
     def _scheduler(self, sampler: str):
         """A fresh scheduler for ``sampler``, built like ``sradm upscale --scheduler`` from the model's own."""
         if sampler not in SCHEDULERS:
             raise UsageError(f"Sampler {sampler!r} is not one of {', '.join(SCHEDULERS)}.")
-        holder = SimpleNamespace(scheduler=self.base_scheduler)
-        set_scheduler(holder, sampler)
-        return holder.scheduler
+        return make_scheduler(sampler, self.base_scheduler.config)
 
     def check_size(self, width: int, height: int, samples: int) -> None:
         """:class:`UsageError` when a ``width`` x ``height`` input with ``samples`` samples exceeds the budget."""
@@ -147,7 +169,8 @@ class DemoRunner:
         output_dir: str,
         name: str = "image",
         on_step: StepCallback | None = None,
-        lr_consistency: bool = False,
+        lr_consistency: bool = LR_CONSISTENCY,
+        strength=1.0,
     ) -> DemoResult:
         """Super-resolve one image.
 
@@ -162,6 +185,8 @@ class DemoRunner:
             name: file name of the input, for the output names (``<stem>_x<s>.png`` / ``<stem>_x<s>_<k>.png``).
             on_step: progress callback, see :data:`StepCallback`.
             lr_consistency: back-project every step's x_0 onto the LR input (``SRADMPipeline(lr_consistency=)``).
+            strength: in (0, 1]; below 1 start from the RRDB output (``SRADMPipeline(strength=)``); the page opens
+                with :data:`DEFAULT_SAMPLING`'s.
         Raises:
             UsageError: a bad option, or an image too large for the budget.
             ImageError: the file cannot be read as an image.
@@ -170,6 +195,8 @@ class DemoRunner:
         steps = _as_int(steps, "Steps", 1, self.max_steps)
         samples = _as_int(samples, "Samples", 1, MAX_SAMPLES)
         seed = _as_int(seed, "Seed", 0, MAX_SEED - (samples - 1))  # sample k uses seed + k, a 63-bit integer
+        strength = _as_strength(strength, steps)
+        calls = int(steps * strength)  # the steps that run
         if isinstance(image, PIL.Image.Image):
             if image.width == 0 or image.height == 0:
                 raise ImageError(f"image has no pixels ({image.width}x{image.height})")
@@ -179,13 +206,13 @@ class DemoRunner:
 
         def step_end(pipe, step, timestep, tensors):
             if on_step is not None:
-                on_step(step + 1, steps)
+                on_step(step + 1, calls)
             return {}
 
         with self._lock:
             self.pipe.scheduler = scheduler
             if on_step is not None:
-                on_step(0, steps)
+                on_step(0, calls)
             start = time.perf_counter()
             try:
                 arrays = self.pipe(
@@ -196,6 +223,7 @@ class DemoRunner:
                     output_type="np",
                     callback_on_step_end=step_end,
                     lr_consistency=bool(lr_consistency),
+                    strength=strength,
                 ).images
             except ValueError as error:  # the pipeline's input checks, and its memory check (SamplingMemoryError)
                 raise ImageError(str(error)) from error
@@ -208,5 +236,6 @@ class DemoRunner:
             write_image_atomic(picture, path)
         uncertainty = uncertainty_map(arrays) if samples > 1 else None
         return DemoResult(
-            bicubic=bicubic, samples=sr, uncertainty=uncertainty, files=files, seconds=seconds, steps=steps, seed=seed
+            bicubic=bicubic, samples=sr, uncertainty=uncertainty, files=files, seconds=seconds, steps=steps, seed=seed,
+            strength=strength,
         )

@@ -157,7 +157,7 @@ def fuse(pipe, image, reference, mask, feather: float = 8.0, generator: torch.Ge
 def run_fuse(
     input_path: str, reference_path: str, mask_path: str, output: str, model: str | None = None,
     feather: float = 8.0, steps: int | None = None, scheduler: str | None = None, seed: int = 0,
-    device: str | None = None, lr_consistency: bool = False,
+    device: str | None = None, lr_consistency: bool | None = None,
 ) -> int:
     """``sradm fuse``: write the fused SR image to ``output``.
 
@@ -171,12 +171,14 @@ def run_fuse(
     """
     import sys
 
+    from ..defaults import LR_CONSISTENCY
     from ..sampling.memory import SamplingMemoryError, check_sampling_memory
     from ..upscale import (
         ImageError, UsageError, _note, check_single_output, load_image, load_pipeline, one_line, resolve_device,
         resolve_steps, set_scheduler, write_image_atomic,
     )
 
+    lr_consistency = LR_CONSISTENCY if lr_consistency is None else lr_consistency
     if not math.isfinite(feather) or feather < 0:
         raise UsageError(f"--feather {feather}: use a finite width in pixels >= 0 (0 = hard mask).")
     check_single_output(output, [input_path, reference_path, mask_path])

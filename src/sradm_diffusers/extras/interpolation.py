@@ -115,7 +115,7 @@ def check_frames_memory(pipe, lr_height: int, lr_width: int, num_frames: int, de
 
 def run_interpolate(
     input_path: str, output: str, model: str | None = None, frames: int = 8, seeds: tuple[int, int] = (0, 1),
-    steps: int = 20, device: str | None = None, lr_consistency: bool = False, frame_ms: int = 150,
+    steps: int = 20, device: str | None = None, lr_consistency: bool | None = None, frame_ms: int = 150,
 ) -> int:
     """``sradm interpolate``: write the frames as a strip (any image extension) or an animated ``.gif``.
 
@@ -129,10 +129,13 @@ def run_interpolate(
     """
     import sys
 
+    from ..defaults import LR_CONSISTENCY
     from ..upscale import (
-        ImageError, UsageError, check_single_output, load_image, load_pipeline, one_line, resolve_device,
-        resolve_steps, write_image_atomic,
+        ImageError, StepReporter, UsageError, check_single_output, load_image, load_pipeline, one_line,
+        resolve_device, resolve_steps, write_image_atomic,
     )
+
+    lr_consistency = LR_CONSISTENCY if lr_consistency is None else lr_consistency
 
     if frames < 2:
         raise UsageError(f"--frames {frames}: use 2 or more.")
@@ -149,11 +152,17 @@ def run_interpolate(
     except ValueError as error:
         raise UsageError(f"--frames {frames}: {one_line(error)}") from error
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
+    reporter = None  # on a terminal the steps bar; otherwise a line at the start and at most one per 10 s
+    if not sys.stderr.isatty():
+        reporter = StepReporter(command="sradm interpolate")
+        reporter.start(f"{frames} frames of {image.width}x{image.height}", steps)
+        print(f"sradm interpolate: {frames} frames of {image.width}x{image.height} in one batch, {steps} DDIM steps",
+              file=sys.stderr, flush=True)
     try:
         images = interpolate(
             pipe, image, num_frames=frames, generator_a=torch.Generator().manual_seed(seeds[0]),
             generator_b=torch.Generator().manual_seed(seeds[1]), num_inference_steps=steps,
-            lr_consistency=lr_consistency,
+            lr_consistency=lr_consistency, callback_on_step_end=reporter,
         )
     except (RuntimeError, ValueError) as error:  # e.g. NaN output of damaged weights: as upscale's per-image error
         print(f"sradm: error: {input_path}: interpolation failed: {one_line(error)}", file=sys.stderr)

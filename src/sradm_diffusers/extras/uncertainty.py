@@ -3,7 +3,8 @@
     out = sample_with_uncertainty(pipe, image, num_samples=8, generator=torch.Generator().manual_seed(0))
     out.samples        # (K, 3, H, W) in [0, 1]
     out.mean, out.std  # (3, H, W): per-pixel mean and population std over the K samples, in [0, 1] units
-    uncertainty_map(out.std)   # PIL image: colour-mapped std of the luma-averaged channels, with a scale bar
+    std_map(out.std)           # PIL image of the SR size: the colour-mapped std of the channel-averaged samples
+    scale_bar(vmax)            # its colour scale as a separate small image (uncertainty_map(out.std): both stacked)
 
 Where the LR image pins the content down (flat regions) the samples agree; where it does not (texture, edges the
 LR cannot resolve) they differ: the std is the model's own uncertainty about the detail it invents.
@@ -69,8 +70,44 @@ def colourize(values: np.ndarray, vmax: float) -> np.ndarray:
     return np.round(_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac).astype(np.uint8)
 
 
+def _vmax(values: np.ndarray, vmax: float | None) -> float:
+    """The std (0..255 scale) mapped to the top colour: ``vmax``, or the values' 99th percentile (at least 1)."""
+    return max(float(np.percentile(values, 99)), 1.0) if vmax is None else float(vmax)
+
+
+def _std_values(std: torch.Tensor) -> np.ndarray:
+    """(3, H, W) or (H, W) std in [0, 1] units -> (H, W) float on the 0..255 scale, averaged over channels."""
+    return (std.float().mean(dim=0) if std.dim() == 3 else std.float()).cpu().numpy() * 255.0
+
+
+def std_map(std: torch.Tensor, vmax: float | None = None) -> Image.Image:
+    """The channel-averaged std as a colour map of the same size (W, H) as the SR samples, no legend.
+
+    Args:
+        std: (3, H, W) or (H, W) in [0, 1] units, e.g. :attr:`UncertaintyOutput.std`.
+        vmax: std (0..255 scale) mapped to the top colour; default: the map's 99th percentile (at least 1).
+    """
+    values = _std_values(std)
+    return Image.fromarray(colourize(values, _vmax(values, vmax)))
+
+
+def scale_bar(vmax: float, width: int = 256, height: int = 28) -> Image.Image:
+    """The colour scale of :func:`std_map` with ``vmax``: a ramp from 0 to ``vmax`` (0..255 scale) and its labels,
+    an RGB image of ``width`` x ``height`` (at least 16 x 16)."""
+    width, height = max(int(width), 16), max(int(height), 16)
+    canvas = Image.new("RGB", (width, height), "white")
+    ramp_width = max(width // 2, 8)
+    ramp = colourize(np.tile(np.linspace(0, vmax, ramp_width), (height // 2, 1)), vmax)
+    canvas.paste(Image.fromarray(ramp), (4, 2))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6 + ramp_width, 2), f"std 0..{vmax:.1f}", fill="black")
+    draw.text((4, 2 + height // 2), "(0..255 scale)", fill="black")
+    return canvas
+
+
 def uncertainty_map(std: torch.Tensor, vmax: float | None = None, bar_height: int = 28) -> Image.Image:
-    """The channel-averaged std as a colour map with a labelled scale bar below it (values on the 0..255 scale).
+    """:func:`std_map` with its :func:`scale_bar` appended below it (one picture, ``bar_height`` pixels taller than
+    the SR size; ``sradm upscale --uncertainty`` writes the two as separate files).
 
     Args:
         std: (3, H, W) or (H, W) in [0, 1] units, e.g. :attr:`UncertaintyOutput.std`.
@@ -79,23 +116,24 @@ def uncertainty_map(std: torch.Tensor, vmax: float | None = None, bar_height: in
     Returns:
         RGB image of size (W, H + bar_height).
     """
-    values = (std.float().mean(dim=0) if std.dim() == 3 else std.float()).cpu().numpy() * 255.0
-    if vmax is None:
-        vmax = max(float(np.percentile(values, 99)), 1.0)
+    values = _std_values(std)
+    vmax = _vmax(values, vmax)
     height, width = values.shape
     canvas = Image.new("RGB", (width, height + bar_height), "white")
-    canvas.paste(Image.fromarray(colourize(values, vmax)), (0, 0))
-    ramp_width = max(width // 2, 16)
-    ramp = colourize(np.tile(np.linspace(0, vmax, ramp_width), (bar_height // 2, 1)), vmax)
-    canvas.paste(Image.fromarray(ramp), (4, height + 2))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((6 + ramp_width, height + 2), f"std 0..{vmax:.1f}", fill="black")
-    draw.text((4, height + 2 + bar_height // 2), "(0..255 scale)", fill="black")
+    canvas.paste(std_map(std, vmax), (0, 0))
+    canvas.paste(scale_bar(vmax, width, bar_height).crop((0, 0, width, bar_height)), (0, height))
     return canvas
 
 
-def summary_images(samples: torch.Tensor) -> tuple[Image.Image, Image.Image]:
-    """(K, 3, H, W) samples in [0, 1] -> (their mean as a PIL image, :func:`uncertainty_map` of their std)."""
+SUMMARY_KINDS = ("mean", "std", "std_scale")
+"""What :func:`summary_images` returns, in order; ``sradm upscale --uncertainty`` writes ``<stem>_x<s>_<kind>.png``."""
+
+
+def summary_images(samples: torch.Tensor) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """(K, 3, H, W) samples in [0, 1] -> their mean as a PIL image (W, H), :func:`std_map` of their std (W, H) and
+    the map's :func:`scale_bar` (the :data:`SUMMARY_KINDS`)."""
     samples = samples.float()
     mean = (samples.mean(dim=0).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(mean), uncertainty_map(samples.std(dim=0, correction=0))
+    std = samples.std(dim=0, correction=0)
+    vmax = _vmax(_std_values(std), None)
+    return Image.fromarray(mean), std_map(std, vmax), scale_bar(vmax)

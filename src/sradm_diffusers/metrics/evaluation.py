@@ -15,10 +15,13 @@ Protocol (shared/reference/srdiff.md; metrics from :mod:`sradm_diffusers.metrics
    - ``bicubic``: ``imresize(lr, s)`` clamped to [-1, 1] (the pipeline's own base ``up``);
    - ``rrdb``: ``pipe.lr_encoder.upscale(lr)`` clamped (the regression baseline; the encoder is fully
      convolutional, so it runs on the LR as is, without the pipeline's padding);
-   - ``sradm``: the pipeline with the chosen scheduler and steps, ``K = --samples`` samples per image
-     (``num_images_per_prompt=K``; sample ``k`` seeded ``seed + k``). Each metric is the mean over the K samples,
+   - ``sradm``: the pipeline sampled exactly as ``sradm upscale`` samples, with the same options and defaults
+     (:mod:`sradm_diffusers.defaults`: without ``--scheduler``, ``--steps``, ``--strength`` the few-step
+     :data:`~sradm_diffusers.defaults.DEFAULT_SAMPLING`; LR consistency on; the same tiling policy and dtype),
+     ``K = --samples`` samples per image (``num_images_per_prompt=K``; sample ``k`` seeded ``seed + k``), so it
+     scores the images ``sradm upscale --seed S`` writes for the LR. Each metric is the mean over the K samples,
      plus ``diversity_std`` (spread of the K samples on the 0..255 scale) when K > 1, and then also the row
-     ``sradm_mean``: the metrics of the K samples' per-pixel mean image. ``lr_consistency`` is passed to the pipeline.
+     ``sradm_mean``: the metrics of the K samples' per-pixel mean image.
 
    Outputs are rounded to uint8 before scoring.
 4. **Metrics** per image and method: ``psnr_rgb``, ``ssim_rgb`` (RGB, no crop), ``psnr_y``, ``ssim_y`` (BT.601 Y,
@@ -30,7 +33,11 @@ Images that cannot be loaded or scored are reported (one line on stderr), listed
 
 The JSON (``--json``) is ``{"scale", "n_images", "n_failed", "methods": {method: {metric: mean}},
 "per_image": {name: {method: {metric: value}}}, "failed": {name: reason}, "config": {...}}``. JSON has no
-infinity: an infinite PSNR (identical images) is written as null, like an unavailable LPIPS.
+infinity: an infinite PSNR (an exact match, e.g. an LR-PSNR with LR consistency) is written as the string
+:data:`JSON_INFINITY` (``"inf"``; Python's ``float("inf")`` reads it back), and ``null`` means only "not computed"
+(an LPIPS without local weights). ``config`` names the sampler as ``--scheduler`` does (``"dpm-sde"``; null: the
+model's own) beside its class (``scheduler_class``), with ``steps``, ``strength``, ``unet_calls``, ``dtype``,
+``tile`` and ``tile_overlap``.
 """
 
 from __future__ import annotations
@@ -50,19 +57,24 @@ import torch
 
 from .. import upscale as _upscale
 from ..atomic import replacing
+from ..defaults import (
+    AUTO_TILE_PIXELS, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, choose_tiling,
+)
 from ..distributed import ProcessShare
 from ..upscale import (
     ImageError,
+    StepReporter,
     UsageError,
     folder_images,
     load_image,
     load_pipeline,
     one_line,
     resolve_device,
-    resolve_steps,
     sample_generators,
-    set_scheduler,
 )
+
+JSON_INFINITY = "inf"
+"""What ``--json`` writes for an infinite PSNR (an exact match); ``null`` is reserved for "not computed"."""
 
 METHODS = ("bicubic", "rrdb", "sradm")
 METRICS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr", "lpips")
@@ -300,8 +312,12 @@ class Evaluator:
         scale: SR factor.
         methods: subset of :data:`METHODS`.
         pipe: the SRADM pipeline (needed for rrdb and sradm).
-        steps, samples, seed: sradm sampling settings.
-        lpips_model: from :func:`~sradm_diffusers.metrics.quality.load_lpips`, or None.
+        steps, samples, seed, strength, lr_consistency: sradm sampling settings (the pipeline's scheduler is used).
+        lpips_model: from :func:`~.quality.load_lpips`, or None.
+        tile, tile_overlap: ``--tile`` / ``--tile-overlap``, the tiling policy of ``sradm upscale``
+            (:func:`~sradm_diffusers.defaults.choose_tiling`).
+        on_image: called with (name, LR width, LR height) before an item's sradm sampling (progress), or None.
+        step_callback: the pipeline's ``callback_on_step_end`` (progress), or None.
     """
 
     scale: int
@@ -311,7 +327,11 @@ class Evaluator:
     samples: int = 1
     seed: int | None = 0
     lpips_model: object = None
-    lr_consistency: bool = False
+    lr_consistency: bool = LR_CONSISTENCY
+    strength: float = 1.0
+    tile: int | None = None
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    step_callback: object = None
 
     def super_resolve(self, method: str, lr: torch.Tensor) -> torch.Tensor:
         """uint8 LR (1,3,h,w) -> uint8 SR (K,3,s*h,s*w) (K = 1 except for sradm)."""
@@ -328,13 +348,26 @@ class Evaluator:
             lr_in = preprocess(lr_hwc).to(device=encoder.device, dtype=encoder.dtype)
             with torch.no_grad():
                 return to_uint8(encoder.upscale(lr_in).float().clamp(-1.0, 1.0))
+        tiling = choose_tiling(lr_hwc.shape[1], lr_hwc.shape[0], self.tile, self.tile_overlap)
+        if tiling is not None and self.tile is None:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"sradm evaluate: {lr_hwc.shape[1]}x{lr_hwc.shape[0]} LR is over {AUTO_TILE_PIXELS} pixels: "
+                       f"sampling in tiles of {tiling[0]} px overlapping by {tiling[1]}, as sradm upscale does "
+                       "(--tile N to choose, --tile 0 to turn off)", file=sys.stderr)
+        if tiling is None:
+            pipe.disable_tiling()
+        else:
+            pipe.enable_tiling(*tiling)
         images = pipe(
             lr_hwc,
             num_inference_steps=self.steps,
             generator=sample_generators(self.seed, self.samples),
             num_images_per_prompt=self.samples,
             output_type="pt",
+            callback_on_step_end=self.step_callback,
             lr_consistency=self.lr_consistency,
+            strength=self.strength,
         ).images
         return to_uint8(images, value_range=(0.0, 1.0))
 
@@ -388,9 +421,9 @@ def summarize(per_image: dict, failed: dict, methods: list[str], scale: int, con
 
 
 def _json_safe(value):
-    """Replace non-finite floats (JSON has none) by None, recursively."""
+    """JSON has no infinity: +inf becomes :data:`JSON_INFINITY`, NaN and -inf None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return JSON_INFINITY if value == math.inf else None
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -435,10 +468,7 @@ def format_table(result: dict) -> str:
     config = result["config"]
     sradm = result["methods"].get("sradm")
     if sradm is not None:
-        text = (
-            f"SRADM: {config['scheduler']}, {config['steps']} steps, {config['samples']} sample(s)/image, "
-            f"seed {config['seed']}{', LR consistency' if config.get('lr_consistency') else ''}"
-        )
+        text = f"SRADM: {config['sampling']}, {config['samples']} sample(s)/image, seed {config['seed']}"
         if sradm.get("diversity_std") is not None:
             text += f", diversity std {sradm['diversity_std']:.3f} (0..255)"
         out.append(text + ".")
@@ -464,15 +494,25 @@ def _load_lpips_quietly(device) -> object:
     return model
 
 
-def evaluate_items(items, evaluator: Evaluator, progress: bool = True) -> tuple[dict, dict]:
-    """Score every item. Returns (per_image {name: {method: metrics}}, failed {name: reason})."""
+def evaluate_items(
+    items, evaluator: Evaluator, progress: bool = True, total: int | None = None, reporter=None,
+) -> tuple[dict, dict]:
+    """Score every item. Returns (per_image {name: {method: metrics}}, failed {name: reason}).
+
+    ``progress``: a tqdm bar on a terminal; with ``reporter`` (a :class:`~sradm_diffusers.upscale.StepReporter`, for
+    a stderr that is not a terminal) one line per image and at most one step line per its interval instead.
+    """
     from tqdm.auto import tqdm
 
     per_image, failed = {}, {}
-    bar = tqdm(items, desc="evaluate", unit="image", disable=None if progress else True)
-    for item in bar:
+    bar = tqdm(items, desc="evaluate", unit="image", total=total, disable=None if progress else True)
+    for number, item in enumerate(bar, 1):
         if item.note is not None:
             tqdm.write(f"note: {item.name}: {item.note}", file=sys.stderr)
+        if reporter is not None and progress:
+            print(f"sradm evaluate: image {number}{'' if total is None else f'/{total}'}: {item.name}",
+                  file=sys.stderr, flush=True)
+            reporter.start(item.name, evaluator.steps and int(evaluator.steps * evaluator.strength))
         if item.error is None:
             try:
                 per_image[item.name] = evaluator.score(item)
@@ -492,6 +532,65 @@ def _row_count(data, limit: int | None) -> int:
     except TypeError:
         total = sum(1 for _ in itertools.islice(data, limit))
     return total if limit is None else min(limit, total)
+
+
+def sampling_settings(
+    scheduler: str | None, steps: int | None, strength: float | None, lr_consistency: bool, samples: int,
+    seed: int | None, tile: int | None, tile_overlap: int,
+) -> SamplingSettings:
+    """The sradm sampling of ``sradm evaluate``, resolved by ``sradm upscale``'s rule
+    (:func:`~sradm_diffusers.defaults.resolve_sampling`); bad values are a :class:`UsageError`."""
+    from ..defaults import MAX_SEED, resolve_sampling
+    from ..sampling.tiling import check_tile_arguments
+
+    if samples < 1:
+        raise UsageError(f"--samples {samples}: use 1 or more.")
+    if seed is not None and not 0 <= seed <= MAX_SEED - (samples - 1):
+        raise UsageError(f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer).")
+    if tile != 0:
+        try:
+            check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
+        except ValueError as error:
+            raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
+    try:
+        return resolve_sampling(scheduler, steps, strength, lr_consistency)
+    except ValueError as error:
+        option = "--strength" if "strength" in str(error) else "--steps" if "steps" in str(error) else "--scheduler"
+        raise UsageError(f"{option}: {one_line(error)}") from error
+
+
+def _prepare_sampler(pipe, settings: SamplingSettings) -> int:
+    """Put the settings' scheduler into ``pipe`` (as ``sradm upscale`` does) and return the checked step count."""
+    from ..sampling.rrdb_start import check_strength
+
+    _upscale.set_scheduler(pipe, settings.scheduler)
+    num_steps = _upscale.resolve_steps(pipe, settings.steps)
+    try:
+        check_strength(settings.strength, num_steps)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--strength: {one_line(error)}") from error
+    return num_steps
+
+
+def _sampling_config(settings: SamplingSettings, pipe, dtype: str, tile: int | None, tile_overlap: int) -> dict:
+    """The sradm sampling as the JSON's ``config`` records it (all None when sradm is not evaluated)."""
+    if pipe is None:
+        keys = ("sampling", "scheduler", "scheduler_class", "steps", "strength", "unet_calls", "lr_consistency",
+                "dtype", "tile", "tile_overlap")
+        return dict.fromkeys(keys)
+    resolved = settings.replace(steps=settings.num_inference_steps(pipe.scheduler))
+    return {
+        "sampling": resolved.describe(pipe.scheduler),
+        "scheduler": settings.scheduler,
+        "scheduler_class": type(pipe.scheduler).__name__,
+        "steps": resolved.steps,
+        "strength": settings.strength,
+        "unet_calls": resolved.unet_calls(),
+        "lr_consistency": settings.lr_consistency,
+        "dtype": dtype,
+        "tile": tile,
+        "tile_overlap": tile_overlap,
+    }
 
 
 def _merge(parts: list[dict]) -> dict:
@@ -517,9 +616,15 @@ def run_evaluate(
     device: str | None = None,
     cache_dir: str | None = None,
     center_crop: int | None = None,
-    lr_consistency: bool = False,
+    lr_consistency: bool = LR_CONSISTENCY,
+    strength: float | None = None,
+    dtype: str = "fp32",
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
 ) -> int:
     """Run ``sradm evaluate``: print the table, write the JSON. Returns 0, or 1 if some image failed.
+
+    The sampling options and their defaults are ``sradm upscale``'s (:func:`sampling_settings`).
 
     Raises:
         UsageError: bad options, data source or model (the caller prints it; exit status 2).
@@ -540,48 +645,53 @@ def run_evaluate(
     needs_model = any(m != "bicubic" for m in methods)
     model = model if model is not None else _upscale.DEFAULT_MODEL
 
+    settings = sampling_settings(scheduler, steps, strength, lr_consistency, samples, seed, tile, tile_overlap)
+
     share = ProcessShare()  # under `accelerate launch`, this process's part of the images
     torch_device = share.device(device, resolve_device)
-    pipe, num_steps, scheduler_name = None, None, None
+    if needs_model and _upscale.dtype_problem(dtype, torch_device.type) is not None:
+        raise UsageError(_upscale.dtype_problem(dtype, torch_device.type))
+    pipe, num_steps = None, None
     if needs_model:
-        pipe = load_pipeline(model, torch_device)
+        pipe = load_pipeline(model, torch_device, dtype)
         factor = int(pipe.config.upscale_factor)
         if factor != scale:
             raise UsageError(
                 f"--scale {scale} does not match the model's upscale_factor {factor} ({model}); "
                 f"pass --scale {factor} or a x{scale} model."
             )
-        set_scheduler(pipe, scheduler)
-        num_steps = resolve_steps(pipe, steps)
-        scheduler_name = type(pipe.scheduler).__name__
-        pipe.set_progress_bar_config(disable=True)
+        num_steps = _prepare_sampler(pipe, settings)
+        # on a terminal the steps bar of each image (as upscale shows it); otherwise the StepReporter's lines
+        pipe.set_progress_bar_config(disable=None if share.is_main else True, leave=False, desc="steps")
+    reporter = None if sys.stderr.isatty() or "sradm" not in methods else StepReporter(command="sradm evaluate")
 
     if hr_dir is not None:
         if not folder_images(hr_dir):
             raise UsageError(f"--hr-dir {hr_dir!r} has no image files.")
         mine = share.indices(len(folder_images(hr_dir)[:limit])) if share.num_processes > 1 else None
+        total = len(folder_images(hr_dir)[:limit]) if mine is None else len(mine)
         items = iter_folder(hr_dir, scale, lr_dir=lr_dir, limit=limit, crop=center_crop, indices=mine)
         source = {"hr_dir": hr_dir, "lr_dir": lr_dir}
     else:
         data, split = load_eval_dataset(dataset, split, image_column, cache_dir=cache_dir)
         mine = share.indices(_row_count(data, limit)) if share.num_processes > 1 else None
+        total = None if mine is None else len(mine)
         items = iter_dataset(data, split, image_column, scale, limit=limit, crop=center_crop, indices=mine)
         source = {"dataset": dataset, "split": split, "image_column": image_column}
 
     lpips_model = _load_lpips_quietly(torch_device)
     evaluator = Evaluator(
         scale=scale, methods=methods, pipe=pipe, steps=num_steps or 0, samples=samples, seed=seed,
-        lpips_model=lpips_model, lr_consistency=lr_consistency,
+        lpips_model=lpips_model, lr_consistency=settings.lr_consistency, strength=settings.strength, tile=tile,
+        tile_overlap=tile_overlap, step_callback=reporter,
     )
-    per_image, failed = evaluate_items(items, evaluator, progress=share.is_main)
+    per_image, failed = evaluate_items(items, evaluator, progress=share.is_main, total=total, reporter=reporter)
     # Contiguous shares gathered in process order: the same per-image order (and means) as one process.
     per_image, failed = _merge(share.gather(per_image)), _merge(share.gather(failed))
     config = {
         "model": model if needs_model else None,
-        "steps": num_steps,
-        "scheduler": scheduler_name,
+        **_sampling_config(settings, pipe if "sradm" in methods else None, dtype, tile, tile_overlap),
         "samples": samples if "sradm" in methods else None,
-        "lr_consistency": lr_consistency if "sradm" in methods else None,
         "seed": seed,
         "methods": methods,
         "lpips": lpips_model is not None,
