@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers.metrics.quality import quality as M
+from sradm_diffusers.metrics import quality as M
 from sradm_diffusers.cli import main
 from sradm_diffusers.imresize import imresize
 
