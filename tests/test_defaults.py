@@ -174,9 +174,9 @@ def test_evaluate_scores_what_upscale_writes(tmp_path, capsys):
 def test_evaluate_tiles_as_upscale_does(tmp_path, model_dir, capsys):
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
-    _crop(hr_dir / "t.png", (0, 0, 96, 64))  # 24x16 LR: 3x2 tiles of 8 LR pixels
+    _crop(hr_dir / "t.png", (0, 0, 160, 96))  # 40x24 LR: 3x2 tiles of 16 LR pixels (the smallest --tile)
     out = tmp_path / "r.json"
-    tiles = ["--tile", "8", "--tile-overlap", "2"]
+    tiles = ["--tile", "16", "--tile-overlap", "2"]
     assert main(["evaluate", "--model", model_dir, "--hr-dir", str(hr_dir), "--scale", "4", "--methods", "sradm",
                  "--json", str(out), *tiles]) == 0
     from sradm_diffusers.metrics.evaluation import make_lr

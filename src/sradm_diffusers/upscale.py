@@ -210,6 +210,30 @@ def resolve_steps(pipe, steps: int | None) -> int:
     return steps
 
 
+def check_sampling_options(samples: int, seed: int | None, tile: int | None, tile_overlap: int) -> None:
+    """``--samples``, ``--seed``, ``--tile`` and ``--tile-overlap`` as ``upscale`` and ``evaluate`` share them;
+    a bad value is a :class:`UsageError` naming the option and the range to use."""
+    if samples < 1:
+        raise UsageError(f"--samples {samples}: use 1 or more.")
+    if seed is not None and not 0 <= seed <= MAX_SEED - (samples - 1):
+        raise UsageError(
+            f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer)."
+        )
+    if tile != 0:
+        from .sampling.tiling import check_tile_arguments
+
+        try:
+            check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
+        except ValueError as error:
+            raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise UsageError(
+            f"--tile {tile}: tiles smaller than {MIN_TILE} input pixels cost far more time than they save memory (on "
+            f"a 64 px image tiles of 8 px took 12x the untiled time, of 4 px 25x); use --tile {MIN_TILE} or more, "
+            "or --tile 0 to sample whole."
+        )
+
+
 def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:
     """K CPU generators seeded ``seed + k`` (one per sample of an image), or None for random noise."""
     import torch
@@ -569,25 +593,7 @@ def run_upscale(
     from .extras.uncertainty import SUMMARY_KINDS, summary_images
     from .sampling.rrdb_start import check_strength
 
-    if samples < 1:
-        raise UsageError(f"--samples {samples}: use 1 or more.")
-    if seed is not None and not 0 <= seed <= MAX_SEED - (samples - 1):
-        raise UsageError(
-            f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer)."
-        )
-    if tile != 0:
-        from .sampling.tiling import check_tile_arguments
-
-        try:
-            check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
-        except ValueError as error:
-            raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
-    if tile is not None and 0 < tile < MIN_TILE:
-        raise UsageError(
-            f"--tile {tile}: tiles smaller than {MIN_TILE} input pixels cost far more time than they save memory (on "
-            f"a 64 px image tiles of 8 px took 12x the untiled time, of 4 px 25x); use --tile {MIN_TILE} or more, "
-            "or --tile 0 to sample whole."
-        )
+    check_sampling_options(samples, seed, tile, tile_overlap)
     if uncertainty and samples < 2:
         raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
     share = ProcessShare()  # under `accelerate launch`, this process's part of the images

@@ -57,9 +57,7 @@ import torch
 
 from .. import upscale as _upscale
 from ..atomic import replacing
-from ..defaults import (
-    AUTO_TILE_PIXELS, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, choose_tiling,
-)
+from ..defaults import AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, choose_tiling
 from ..distributed import ProcessShare
 from ..upscale import (
     ImageError,
@@ -540,18 +538,10 @@ def sampling_settings(
 ) -> SamplingSettings:
     """The sradm sampling of ``sradm evaluate``, resolved by ``sradm upscale``'s rule
     (:func:`~sradm_diffusers.defaults.resolve_sampling`); bad values are a :class:`UsageError`."""
-    from ..defaults import MAX_SEED, resolve_sampling
-    from ..sampling.tiling import check_tile_arguments
+    from ..defaults import resolve_sampling
+    from ..upscale import check_sampling_options
 
-    if samples < 1:
-        raise UsageError(f"--samples {samples}: use 1 or more.")
-    if seed is not None and not 0 <= seed <= MAX_SEED - (samples - 1):
-        raise UsageError(f"--seed {seed}: use 0..{MAX_SEED - (samples - 1)} (sample k uses seed S+k, a 63-bit integer).")
-    if tile != 0:
-        try:
-            check_tile_arguments(DEFAULT_TILE if tile is None else tile, tile_overlap)
-        except ValueError as error:
-            raise UsageError(f"--tile/--tile-overlap: {one_line(error)}") from error
+    check_sampling_options(samples, seed, tile, tile_overlap)
     try:
         return resolve_sampling(scheduler, steps, strength, lr_consistency)
     except ValueError as error:
