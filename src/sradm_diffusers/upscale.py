@@ -90,12 +90,13 @@ AUTO_TILE_PIXELS = 256 * 256
 """``--tile``: without it, inputs of more than ``AUTO_TILE_PIXELS`` pixels are sampled in tiles of
 ``DEFAULT_TILE`` input pixels (announced in one line), so that a large photo does not exhaust memory."""
 
-MIN_TILE = 16
+MIN_TILE = 8
 """Smallest ``--tile``: every tile carries a fixed cost (a U-Net call, the margin the blend needs), so tiny tiles
 cost far more than they save. On a 64x64 input with the demo model (2 DDPM steps, overlap 0, one thread, on a
 shared 2-core machine; ``python benchmarks/bench_tile_size.py``), untiled took 1.8 s, tiles of 32 px 3.2 s, 16 px
-7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Tiles of 16 px
-at 4x are 64 HR pixels: already far below any memory limit."""
+7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Below 8 px the
+cost keeps doubling with every halving and buys nothing: a tile of 8 px at 4x is 32 HR pixels, far below any
+memory limit. Tiles of 16 px or more are the sensible range (4x the untiled time at 16 px on this input)."""
 
 FAST_SCHEDULER = "dpm-sde"
 """The fast sampler the quick start uses (and ``sradm demo`` preselects): the cleanest at 20 steps on the demo model."""
@@ -615,8 +616,8 @@ def run_upscale(
     if tile is not None and 0 < tile < MIN_TILE:
         raise UsageError(
             f"--tile {tile}: tiles smaller than {MIN_TILE} input pixels cost far more time than they save memory (on "
-            f"a 64 px image tiles of 8 px took 12x the untiled time, of 4 px 25x); use --tile {MIN_TILE} or more, "
-            "or --tile 0 to sample whole."
+            f"a 64 px image tiles of 4 px took 25x the untiled time, of 8 px 12x, of 16 px 4x); use --tile "
+            f"{MIN_TILE} or more (16 or more is sensible), or --tile 0 to sample whole."
         )
     if uncertainty and samples < 2:
         raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
