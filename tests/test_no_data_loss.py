@@ -222,7 +222,7 @@ def test_absurdly_small_tiles_are_refused_with_the_minimum(tmp_path, model_dir, 
         status, err = _cli(["upscale", photo, "--tile", tile, "--tile-overlap", 0, "-o", tmp_path / "out",
                             "--model", model_dir], capsys)
         assert status == 2
-        _one_error_line(err, rf"--tile {tile}: tiles smaller than {MIN_TILE} input pixels .* use --tile {MIN_TILE}")
+        _one_error_line(err, rf"--tile {tile}: tiles smaller than {MIN_TILE} input pixels .* use --tile {MIN_TILE} or")
     assert not (tmp_path / "out").exists()
     status, err = _cli(["upscale", photo, "--tile", MIN_TILE, "--tile-overlap", 0, "--steps", 1, "-o",
                         tmp_path / "out", "--model", model_dir], capsys)

@@ -48,12 +48,13 @@ AUTO_TILE_PIXELS = 256 * 256
 photo does not exhaust memory; smaller inputs are sampled whole. On cuda the GPU's free memory decides instead
 (:func:`choose_tiling`)."""
 
-MIN_TILE = 16
+MIN_TILE = 8
 """Smallest ``--tile``: every tile carries a fixed cost (a U-Net call, the margin the blend needs), so tiny tiles
 cost far more than they save. On a 64x64 input with the demo model (2 DDPM steps, overlap 0, one thread, on a
 shared 2-core machine; ``python benchmarks/bench_tile_size.py``), untiled took 1.8 s, tiles of 32 px 3.2 s, 16 px
-7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Tiles of 16 px
-at 4x are 64 HR pixels: already far below any memory limit."""
+7.4 s, 8 px 22 s, 4 px 46 s (a drill's ``--tile 1`` run had not finished one step after 300 s). Below 8 px the
+cost keeps doubling with every halving and buys nothing: a tile of 8 px at 4x is 32 HR pixels, far below any
+memory limit. Tiles of 16 px or more are the sensible range (4x the untiled time at 16 px on this input)."""
 
 MAX_SEED = 2**63 - 1
 """Largest seed (``torch.Generator.manual_seed`` takes 64-bit integers; 63 bits keep every S + k in range)."""
