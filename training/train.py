@@ -441,7 +441,7 @@ def _validation_scheduler(name: str):
 def run_validation(args, inner, frozen_encoder, pairs, device, step: int, accelerator=None) -> dict[str, float]:
     """SR of every validation pair; returns mean metrics and saves ``validation/step-<step>.png``.
 
-    Metrics (``sradm_diffusers.metrics.quality``): PSNR-Y with ``scale`` pixels cropped and LR-PSNR of the SR image, plus
+    Metrics (``sradm_diffusers.metrics``): PSNR-Y with ``scale`` pixels cropped and LR-PSNR of the SR image, plus
     the bicubic PSNR-Y for reference. LR inputs are the pairs' LR rounded to uint8 (as a saved LR image).
     """
     from sradm_diffusers import SRADMPipeline, imresize
