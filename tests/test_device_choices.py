@@ -63,8 +63,10 @@ def test_cli_samples_whole_on_a_gpu_with_room(tmp_path, model_dir, free_gpu_memo
     from sradm_diffusers.cli import main
     from sradm_diffusers.pipeline import SRADMPipeline
 
-    monkeypatch.setattr(upscale, "AUTO_TILE_PIXELS", 100)
-    monkeypatch.setattr(upscale, "DEFAULT_TILE", 8)
+    import sradm_diffusers.defaults as defaults
+
+    monkeypatch.setattr(defaults, "AUTO_TILE_PIXELS", 100)  # the tiling policy (choose_tiling) reads these
+    monkeypatch.setattr(defaults, "DEFAULT_TILE", 8)
     monkeypatch.setattr(upscale, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(SRADMPipeline, "to", lambda self, *a, **k: self)  # stays on the CPU: no real GPU here
     monkeypatch.setattr(SRADMPipeline, "_execution_device", property(lambda self: torch.device("cpu")))
