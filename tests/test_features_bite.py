@@ -1,0 +1,247 @@
+"""Behaviour of the newer features pinned against computations written here, so that breaking one fails a test.
+
+Each test names the break it was checked against in docs/testing.md (a deliberate change to the source, reverted):
+LR consistency applied once instead of at every step, a single NaN among finite values, the memory estimate with
+tiling, tiled sampling under offload, interpolation's slerp, fusion's feather and noise level, the command-line
+outputs' content, and the README's documented defaults.
+"""
+
+import math
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from sradm_diffusers import build_pipeline, imresize
+from sradm_diffusers.cli import main
+
+
+def _ddim_tiny():
+    torch.manual_seed(0)
+    pipe = build_pipeline("tiny", upscale_factor=4)
+    for module in pipe.unet.modules():  # zero-initialised attention outputs would hide the attention entirely
+        if hasattr(module, "to_out"):
+            torch.nn.init.normal_(module.to_out.weight, std=0.05)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _lr(height=16, width=16, seed=0):
+    """(1, 3, h, w) in [0, 1] with structure: gradients, a bright square and noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 10.0, y * 12.0, (x + y) * 5.0], axis=-1) + rng.normal(0, 20, (height, width, 3))
+    image[4:10, 5:11] = 230
+    return torch.from_numpy(np.clip(image, 0, 255) / 255).permute(2, 0, 1)[None].float()
+
+
+def _noise(shape, seed=3):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LR consistency: back-projection at every step (a reference loop written here)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _back_project(sr, lr, low, high, iterations):
+    for _ in range(iterations):
+        sr = torch.clamp(sr + imresize(lr - imresize(sr, 0.25), 4), low, high)
+    return sr
+
+
+@torch.no_grad()
+def _reference_lr_consistency(pipe, lr01, latents, steps, every_step=True):
+    """DDIM (eta 0) with the predicted x_0 back-projected at every step (4 iterations) and the result (20)."""
+    lr = lr01 * 2 - 1
+    rs = pipe.config.residual_scale
+    up = imresize(lr, 4).clamp(-1, 1)
+    low, high = (up - 1 / rs).clamp(min=-1), (up + 1 / rs).clamp(max=1)
+    features = pipe.lr_encoder(lr)
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    x = latents.clone()
+    for t in scheduler.timesteps:
+        eps = pipe.unet(x, t, lr_features=features).sample
+        abar = scheduler.alphas_cumprod[int(t)]
+        if every_step:
+            x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+            x0 = (_back_project(up + x0 / rs, lr, low, high, 4) - up) * rs
+            eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+    sr = _back_project(up + x / rs, lr, low, high, 20).clamp(-1, 1)
+    return (sr + 1) / 2
+
+
+def test_lr_consistency_back_projects_at_every_step():
+    pipe, lr = _ddim_tiny(), _lr()
+    latents = _noise((1, 3, 64, 64))
+    out = pipe(lr, num_inference_steps=4, latents=latents, lr_consistency=True, output_type="pt").images
+    expected = _reference_lr_consistency(pipe, lr, latents, 4)
+    once = _reference_lr_consistency(pipe, lr, latents, 4, every_step=False)
+    # Same operations in another order of calls: measured max difference 6e-8 (float32 rounding); margin x100.
+    # Projecting only the final image moves the result by far more (measured mean 0.05), so 1e-5 separates them.
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert (once - expected).abs().mean() > 100 * 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A single NaN or inf among finite values is refused (not only all-NaN tensors)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_non_finite_value_among_finite_ones_is_refused(tiny_pipe, bad):
+    from sradm_diffusers.image_processing import check_finite, preprocess
+
+    image = np.full((8, 10, 3), 0.5, np.float32)
+    image[3, 4, 2] = bad
+    with pytest.raises(ValueError, match="numpy image contains NaN or infinite"):
+        preprocess(image)
+    with pytest.raises(ValueError, match="image tensor contains NaN or infinite"):
+        preprocess(torch.from_numpy(image).permute(2, 0, 1))
+    grey = np.full((8, 10), 100.0, np.float32)
+    grey[5, 1] = bad
+    with pytest.raises(ValueError, match="F-mode image contains NaN or infinite"):
+        preprocess(PIL.Image.fromarray(grey, "F"))
+    latents = torch.zeros(1, 3, 32, 40)
+    latents[0, 1, 7, 9] = bad
+    with pytest.raises(ValueError, match="NaN or infinite values in latents"):
+        tiny_pipe(np.full((8, 10, 3), 0.5, np.float32), num_inference_steps=1, latents=latents)
+    values = torch.zeros(2, 3, 4, 4)
+    values[1, 2, 3, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite values in the output; fix it"):
+        check_finite(values, "the output", "fix it")
+    check_finite(torch.zeros(2, 3, 4, 4), "the output", "fix it")  # finite: no error
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: --tile lowers the estimate (the fix the refusal names)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits(tiny_pipe, monkeypatch):
+    from sradm_diffusers.memory import SamplingMemoryError, estimate_sampling_bytes
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    whole = estimate_sampling_bytes(tiny_pipe.unet, 1, 256, 384)
+    tile = estimate_sampling_bytes(tiny_pipe.unet, 1, 64, 64)  # 16-pixel LR tiles -> 64x64 HR
+    assert tile < whole
+    monkeypatch.setenv("SRADM_MEMORY_LIMIT", str((whole + tile) // 2))
+    with pytest.raises(SamplingMemoryError, match="--tile N"):
+        tiny_pipe(image, num_inference_steps=1)
+    assert tiny_pipe.unet_input_size(64, 96) == (256, 384)
+    tiny_pipe.enable_tiling(tile_size=16, tile_overlap=4)
+    assert tiny_pipe.unet_input_size(64, 96) == (64, 64)
+    out = tiny_pipe(image, num_inference_steps=1, output_type="pt").images
+    assert out.shape == (1, 3, 256, 384)
+
+
+def test_cli_tile_is_the_fix_for_a_memory_refusal(tmp_path, model_dir, monkeypatch, capsys):
+    from sradm_diffusers.memory import estimate_sampling_bytes
+    from sradm_diffusers.models import SRADMUNet
+
+    unet = SRADMUNet.from_pretrained(model_dir, subfolder="unet")
+    whole = estimate_sampling_bytes(unet, 1, 256, 384)
+    tile = estimate_sampling_bytes(unet, 1, 64, 64)
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(
+        tmp_path / "a.png")
+    monkeypatch.setenv("SRADM_MEMORY_LIMIT", str((whole + tile) // 2))
+    args = ["upscale", str(tmp_path / "a.png"), "--model", model_dir, "--steps", "1", "--scheduler", "ddim"]
+    assert main([*args, "-o", str(tmp_path / "refused.png"), "--tile", "0"]) == 1
+    assert "--tile N" in capsys.readouterr().err and not (tmp_path / "refused.png").exists()
+    assert main([*args, "-o", str(tmp_path / "tiled.png"), "--tile", "16", "--tile-overlap", "4"]) == 0
+    assert PIL.Image.open(tmp_path / "tiled.png").size == (384, 256)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interpolation: x_T is the slerp of the two noises (computed here)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _slerp(a, b, t):
+    a64, b64 = a.double().flatten(), b.double().flatten()
+    omega = math.acos(float(a64 @ b64 / (a64.norm() * b64.norm())))
+    mixed = (math.sin((1 - t) * omega) * a64 + math.sin(t * omega) * b64) / math.sin(omega)
+    return mixed.reshape(a.shape).float()
+
+
+def test_interpolation_frames_start_from_the_slerp_of_the_two_noises():
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from sradm_diffusers.interpolation import interpolate
+
+    pipe, lr = _ddim_tiny(), _lr()
+    frames = interpolate(pipe, lr, num_frames=4, generator_a=torch.Generator().manual_seed(0),
+                         generator_b=torch.Generator().manual_seed(1), num_inference_steps=3, output_type="pt")
+    a = randn_tensor((1, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    b = randn_tensor((1, 3, 64, 64), generator=torch.Generator().manual_seed(1))
+    latents = torch.cat([_slerp(a, b, k / 3) for k in range(4)])
+    expected = pipe(lr.repeat(4, 1, 1, 1), num_inference_steps=3, latents=latents, eta=0.0, output_type="pt").images
+    # one code path run twice on equal inputs: measured difference 0; 1e-6 allows last-bit kernel differences
+    torch.testing.assert_close(frames, expected, atol=1e-6, rtol=0)
+    # a linear mix of the same noises gives other middle frames (the break this guards against)
+    linear = torch.cat([a * (1 - k / 3) + b * k / 3 for k in range(4)])
+    mixed = pipe(lr.repeat(4, 1, 1, 1), num_inference_steps=3, latents=linear, eta=0.0, output_type="pt").images
+    assert (mixed[1:3] - expected[1:3]).abs().mean() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fusion: the feather profile (measured on the output) and the reference's noise level at each step
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _gaussian_step(x, edge, sigma):
+    """The blurred unit step (1 left of ``edge``, 0 right of it): 0.5 * erfc((x - edge) / (sigma * sqrt 2))."""
+    return 0.5 * torch.special.erfc((x - edge) / (sigma * math.sqrt(2)))
+
+
+def test_fusion_feather_profile_on_the_output():
+    """One DDIM step: the output is up + (m * ref + (1 - m) * x_0) / s, so (out - plain) / (ref - plain) is m."""
+    from sradm_diffusers.fusion import fuse
+
+    pipe, lr = _ddim_tiny(), _lr()
+    up = imresize(lr, 4).clamp(0, 1)
+    reference = up  # residual 0: the output moves toward the upsample by m times the plain sample's residual
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :32] = 255  # 0/255 masks: scaled by 1/255 in every mask convention
+    latents = _noise((1, 3, 64, 64))
+    plain = pipe(lr, num_inference_steps=1, latents=latents, output_type="pt").images
+    fused = fuse(pipe, lr, reference, PIL.Image.fromarray(mask), feather=8.0, num_inference_steps=1,
+                 latents=latents, output_type="pt").images
+    moved, full = (fused - plain)[0], (reference - plain)[0]
+    usable = (full.abs() > 0.05) & (plain[0] > 0.01) & (plain[0] < 0.99)  # away from 0 and the [0, 1] clamp
+    ratio = torch.where(usable, moved / torch.where(usable, full, 1), float("nan"))
+    profile = ratio.permute(2, 0, 1).reshape(64, -1).nanmean(dim=1)  # per column
+    expected = _gaussian_step(torch.arange(64.0), 31.5, 4.0)  # sigma = feather / 2
+    # measured max deviation from the continuous Gaussian step 0.004 (sampling of the kernel); margin x5
+    assert (profile - expected).abs().max() < 0.02
+    hard = fuse(pipe, lr, reference, PIL.Image.fromarray(mask), feather=0.0, num_inference_steps=1,
+                latents=latents, output_type="pt").images
+    torch.testing.assert_close(hard[..., :32], reference[..., :32], atol=1e-6, rtol=0)
+    torch.testing.assert_close(hard[..., 32:], plain[..., 32:], atol=1e-6, rtol=0)
+
+
+def test_fusion_brings_the_reference_to_the_next_steps_noise_level():
+    from sradm_diffusers.fusion import ContentFusion
+
+    pipe = _ddim_tiny()
+    pipe.scheduler.set_timesteps(5)
+    reference = torch.rand(1, 3, 16, 16) * 2 - 1
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :, :8] = 1
+    latents = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    for step, t in enumerate(pipe.scheduler.timesteps):
+        fusion = ContentFusion(reference, mask, torch.Generator().manual_seed(step))
+        out = fusion(pipe, step, t, {"latents": latents})["latents"]
+        if step + 1 < 5:
+            abar = pipe.scheduler.alphas_cumprod[int(pipe.scheduler.timesteps[step + 1])]
+            noise = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(step))
+            target = abar.sqrt() * reference + (1 - abar).sqrt() * noise
+        else:  # after the last step: the clean reference
+            target = reference
+        torch.testing.assert_close(out[..., :8], target[..., :8], atol=1e-6, rtol=0)
+        torch.testing.assert_close(out[..., 8:], latents[..., 8:], atol=0, rtol=0)
