@@ -29,19 +29,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module -> the test files that exercise it (tests/test_features_bite.py pins the newer features' behaviour).
 MODULES = {
-    "distributed": ["tests/test_distributed.py", "tests/test_features_bite.py"],
+    "image_processing": ["tests/test_image_processing.py", "tests/test_bad_inputs.py", "tests/test_features_bite.py"],
+    "memory": ["tests/test_allocator.py", "tests/test_bad_inputs.py", "tests/test_features_bite.py"],
     "prediction": ["tests/test_lr_consistency.py", "tests/test_few_step.py", "tests/test_features_bite.py"],
-    "lr_consistency": ["tests/test_lr_consistency.py", "tests/test_features_bite.py"],
     "rrdb_start": ["tests/test_few_step.py", "tests/test_features_bite.py"],
+    "lr_consistency": ["tests/test_lr_consistency.py", "tests/test_features_bite.py"],
+    "tiling": ["tests/test_tiling.py", "tests/test_offload.py", "tests/test_features_bite.py"],
+    "remote_code": ["tests/test_remote_code.py", "tests/test_export_pipeline.py", "tests/test_features_bite.py"],
     "uncertainty": ["tests/test_uncertainty.py", "tests/test_cli_features.py", "tests/test_features_bite.py"],
     "interpolation": ["tests/test_interpolation.py", "tests/test_cli_features.py", "tests/test_features_bite.py"],
     "fusion": ["tests/test_fusion.py", "tests/test_cli_features.py", "tests/test_features_bite.py"],
-    "image_processing": ["tests/test_image_processing.py", "tests/test_bad_inputs.py", "tests/test_features_bite.py"],
-    "memory": ["tests/test_allocator.py", "tests/test_bad_inputs.py", "tests/test_features_bite.py"],
-    "tiling": ["tests/test_tiling.py", "tests/test_offload.py", "tests/test_features_bite.py"],
-    "remote_code": ["tests/test_remote_code.py", "tests/test_export_pipeline.py", "tests/test_features_bite.py"],
+    "distributed": ["tests/test_distributed.py", "tests/test_features_bite.py"],
 }
 
+ALSO_COPY = ["training", "benchmarks", "README.md", "model_card.md", "docs", "spaces", ".ci"]
 STATUSES = ("killed", "survived", "no_tests", "timeout", "suspicious", "skipped", "segfault", "not_checked")
 
 
@@ -53,11 +54,15 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         'source_paths = ["src"]',
         f'only_mutate = ["src/sradm_diffusers/{module}.py"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-        # -p no:cacheprovider: the copies share nothing; -x: a mutant is killed by its first failing test.
-        'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]',
+        # -p no:cacheprovider: the copies share nothing (mutmut itself adds -x and disables random ordering).
+        'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider"]',
+        f"also_copy = {json.dumps(ALSO_COPY)}",
         # torch is not fork-safe once its thread pools run: fork every mutant from a server that imported pytest.
         'process_isolation = "forkserver"',
         "use_git_change_detection = false",
+        # mutmut 3.8 reports its stats run of these tests as a pytest usage error unless debug is on (then it runs
+        # them with -vv and prints every command, in mutmut.log).
+        "debug = true",
         "timeout_multiplier = 5.0",
         "timeout_constant = 20.0",
         "",
@@ -65,13 +70,12 @@ def mutmut_config(module: str, tests: list[str]) -> str:
 
 
 def prepare(module: str, tests: list[str], workdir: Path) -> Path:
-    """A fresh copy of src/, tests/ and pyproject.toml (with the module's mutmut table) under ``workdir/module``."""
+    """A fresh copy of the working tree, its pyproject.toml with the module's mutmut table, in ``workdir/module``."""
     copy = workdir / module
     if copy.exists():
         shutil.rmtree(copy)
-    copy.mkdir(parents=True)
-    shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    # The whole working tree (tests import training/ and read README.md), without version control or caches.
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants", ".venv"))
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     (copy / "pyproject.toml").write_text(pyproject + mutmut_config(module, tests), encoding="utf-8")
     return copy
