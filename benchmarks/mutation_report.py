@@ -55,7 +55,9 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         f'only_mutate = ["src/sradm_diffusers/{module}.py"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         # -p no:cacheprovider: the copies share nothing (mutmut itself adds -x and disables random ordering).
-        'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider"]',
+        # importlib import mode: mutmut runs pytest several times in one process, where the default (prepend)
+        # fails to import tests/conftest.py again; tests/ is on PYTHONPATH for the helpers tests import.
+        'pytest_add_cli_args = ["-q", "--import-mode=importlib", "-p", "no:cacheprovider"]',
         f"also_copy = {json.dumps(ALSO_COPY)}",
         # torch is not fork-safe once its thread pools run: fork every mutant from a server that imported pytest.
         'process_isolation = "forkserver"',
