@@ -55,9 +55,7 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         f'only_mutate = ["src/sradm_diffusers/{module}.py"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         # -p no:cacheprovider: the copies share nothing (mutmut itself adds -x and disables random ordering).
-        # importlib import mode: mutmut runs pytest several times in one process, where the default (prepend)
-        # fails to import tests/conftest.py again; tests/ is on PYTHONPATH for the helpers tests import.
-        'pytest_add_cli_args = ["-q", "--import-mode=importlib", "-p", "no:cacheprovider"]',
+        'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider"]',
         f"also_copy = {json.dumps(ALSO_COPY)}",
         # torch is not fork-safe once its thread pools run: fork every mutant from a server that imported pytest.
         'process_isolation = "forkserver"',
@@ -80,16 +78,22 @@ def prepare(module: str, tests: list[str], workdir: Path) -> Path:
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants", ".venv"))
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     (copy / "pyproject.toml").write_text(pyproject + mutmut_config(module, tests), encoding="utf-8")
+    # mutmut fills these; they must exist when Python starts, or the import system caches "no such folder" for the
+    # PYTHONPATH entries and the tests import the installed package instead of the mutated copy.
+    for folder in ("src", "tests"):
+        (copy / "mutants" / folder).mkdir(parents=True)
     return copy
 
 
-def mutmut(copy: Path, *args: str, capture: bool = False, timeout: float | None = None):
-    env = dict(
-        os.environ, PYTHONPATH=f"{copy / 'mutants' / 'src'}{os.pathsep}{copy / 'mutants' / 'tests'}",
-        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-    )
+def environment(copy: Path) -> dict[str, str]:
+    """mutmut's environment: the mutated copy first on the path (for subprocesses too), offline, one thread."""
+    path = f"{copy / 'mutants' / 'src'}{os.pathsep}{copy / 'mutants' / 'tests'}"
+    return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def mutmut(copy: Path, *args: str, capture: bool = False):
     command = [sys.executable, "-m", "mutmut", *args]
-    return subprocess.run(command, cwd=copy, env=env, text=True, capture_output=capture, timeout=timeout)
+    return subprocess.run(command, cwd=copy, env=environment(copy), text=True, capture_output=capture)
 
 
 def statuses(copy: Path) -> dict[str, list[str]]:
@@ -106,14 +110,11 @@ def statuses(copy: Path) -> dict[str, list[str]]:
 def run_module(module: str, tests: list[str], workdir: Path, max_children: int, with_diffs: bool) -> dict:
     copy = prepare(module, tests, workdir)
     start = time.monotonic()
-    log = open(copy / "mutmut.log", "w", encoding="utf-8")
-    finished = subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=copy, stdout=log,
-        stderr=subprocess.STDOUT, env=dict(
-            os.environ, PYTHONPATH=f"{copy / 'mutants' / 'src'}{os.pathsep}{copy / 'mutants' / 'tests'}",
-            HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-        ),
-    )
+    with open(copy / "mutmut.log", "w", encoding="utf-8") as log:
+        finished = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=copy, stdout=log,
+            stderr=subprocess.STDOUT, env=environment(copy),
+        )
     seconds = time.monotonic() - start
     by_status = statuses(copy)
     counts = {status: len(by_status.get(status, [])) for status in STATUSES}
