@@ -245,3 +245,205 @@ def test_fusion_brings_the_reference_to_the_next_steps_noise_level():
             target = reference
         torch.testing.assert_close(out[..., :8], target[..., :8], atol=1e-6, rtol=0)
         torch.testing.assert_close(out[..., 8:], latents[..., 8:], atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiled sampling under model CPU offload: every module runs inside its component's hook
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_tiled_sampling_under_model_offload_runs_every_module_inside_its_hook(lr_image):
+    pytest.importorskip("accelerate")
+    from test_offload import _latents, _normalized, _pipe, _record_calls, _wrap
+
+    pipe = _pipe()
+    pipe.enable_tiling(tile_size=16, tile_overlap=4)
+    latents = _latents((1, 3, 116, 148))
+    expected = pipe(lr_image, num_inference_steps=2, latents=latents, output_type="pt").images
+    pipe.enable_model_cpu_offload(device="cpu")
+    timeline = []
+    for component in ("lr_encoder", "unet"):
+        _wrap(getattr(pipe, component)._hf_hook, timeline, component)
+    _record_calls(pipe, timeline)
+    unet_calls = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: unet_calls.append(tuple(args[0].shape[-2:])))
+    out = pipe(lr_image, num_inference_steps=2, latents=latents, output_type="pt").images
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)  # same path, same order of operations
+
+    assert len(unet_calls) > 2 and all(h <= 64 and w <= 64 for h, w in unet_calls)  # tiles, 2 steps
+    active, seen = None, set()
+    for event, item in timeline:
+        if event == "enter":
+            active = item
+        elif event == "exit":
+            active = None
+        else:
+            component, name, device = item
+            assert active == component, f"{component}.{name} ran outside {component}'s offload hook"
+            assert device == _normalized(pipe._execution_device)
+            seen.add((component, name))
+    assert ("unet", "cond_proj") in seen and any(c == "lr_encoder" for c, _ in seen)
+    entered = [item for event, item in timeline if event == "enter"]
+    assert entered[0] == "lr_encoder" and entered.count("unet") == len(unet_calls)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line's feature outputs: their content, not only their size
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _png(path, height, width, seed=0, low=40, high=216):
+    rng = np.random.default_rng(seed)
+    PIL.Image.fromarray(rng.integers(low, high, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _rgb(path):
+    with PIL.Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float64)
+
+
+def _cli_pipe(model_dir):
+    from sradm_diffusers import SRADMPipeline
+
+    pipe = SRADMPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_cli_uncertainty_map_shows_the_samples_spread(tmp_path, model_dir):
+    from sradm_diffusers.uncertainty import colourize
+
+    source = _png(tmp_path / "a.png", 8, 10)
+    assert main(["upscale", str(source), "--samples", "3", "--uncertainty", "--seed", "0", "--steps", "2",
+                 "--model", model_dir]) == 0
+    samples = np.stack([_rgb(tmp_path / f"a_x4_{k}.png") for k in range(3)])
+    std = samples.std(axis=0).mean(axis=-1)  # population std per pixel, channel-averaged, 0..255 scale
+    vmax = max(float(np.percentile(std, 99)), 1.0)
+    expected = colourize(std, vmax).astype(np.float64)
+    written = _rgb(tmp_path / "a_x4_std.png")[:32]
+    # The command maps the float samples' std; these are the written 8-bit ones (each within half a level), which
+    # moves the colours a little: measured mean difference 1.1 (of 0..255) per channel; bar 4 (a map of another
+    # quantity, e.g. the mean image or one sample, differs by tens).
+    assert np.abs(written - expected).mean() < 4.0
+    assert np.corrcoef(written.mean(axis=-1).ravel(), expected.mean(axis=-1).ravel())[0, 1] > 0.9
+
+
+def test_cli_interpolate_writes_the_api_frames(tmp_path, model_dir):
+    from sradm_diffusers.interpolation import interpolate
+
+    source = _png(tmp_path / "a.png", 8, 10)
+    args = ["interpolate", str(source), "--frames", "3", "--steps", "2", "--seeds", "4", "9", "--model", model_dir]
+    assert main([*args, "-o", str(tmp_path / "strip.png")]) == 0
+    assert main([*args, "-o", str(tmp_path / "path.gif")]) == 0
+    frames = interpolate(_cli_pipe(model_dir), PIL.Image.open(source).convert("RGB"), num_frames=3,
+                         generator_a=torch.Generator().manual_seed(4), generator_b=torch.Generator().manual_seed(9),
+                         num_inference_steps=2, lr_consistency=True)
+    expected = np.concatenate([np.asarray(f, dtype=np.float64) for f in frames], axis=1)
+    strip = _rgb(tmp_path / "strip.png")
+    assert strip.shape == expected.shape == (32, 120, 3)
+    assert np.abs(strip - expected).max() <= 1  # same computation, rounding to 8 bits
+    with PIL.Image.open(tmp_path / "path.gif") as gif:
+        assert gif.n_frames == 4
+        played = []
+        for k in range(4):
+            gif.seek(k)
+            played.append(np.asarray(gif.convert("RGB"), dtype=np.float64))
+    # There and back: frames 0, 1, 2, 1. GIF's 256-colour palette is lossy on these noisy random-weight images
+    # (each played frame 10-11 levels from its own on average, measured), so each must be nearest its own frame.
+    distance = np.array([[np.abs(frame - expected[:, 40 * j : 40 * (j + 1)]).mean() for j in range(3)]
+                         for frame in played])
+    print(distance)
+    assert distance.argmin(axis=1).tolist() == [0, 1, 2, 1]
+    assert np.abs(played[3] - played[1]).max() == 0  # the way back repeats the written frame
+
+
+def test_cli_fuse_writes_the_api_result(tmp_path, model_dir):
+    from sradm_diffusers.fusion import fuse
+
+    source = _png(tmp_path / "a.png", 8, 10)
+    reference = _png(tmp_path / "ref.png", 32, 40, seed=1)
+    mask = np.zeros((32, 40), np.uint8)
+    mask[:, :20] = 255
+    PIL.Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert main(["fuse", str(source), "--reference", str(reference), "--mask", str(tmp_path / "mask.png"),
+                 "--steps", "2", "--seed", "3", "--feather", "6", "--model", model_dir,
+                 "-o", str(tmp_path / "out.png")]) == 0
+    expected = fuse(_cli_pipe(model_dir), PIL.Image.open(source).convert("RGB"),
+                    PIL.Image.open(reference).convert("RGB"), PIL.Image.fromarray(mask), feather=6.0,
+                    generator=torch.Generator().manual_seed(3), num_inference_steps=2, lr_consistency=True).images[0]
+    assert np.abs(_rgb(tmp_path / "out.png") - np.asarray(expected, dtype=np.float64)).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the README promises, as literals
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_default_is_unipc_11_steps_strength_082_and_9_unet_calls(tmp_path, model_dir, monkeypatch):
+    """README "Few-step sampling": UniPC on an 11-step grid from strength 0.82: 9 U-Net calls."""
+    from sradm_diffusers import SRADMPipeline
+    from sradm_diffusers.models import SRADMUNet
+
+    calls, unet_calls = [], []
+    original_call, original_forward = SRADMPipeline.__call__, SRADMUNet.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append((type(self.scheduler).__name__, kwargs["num_inference_steps"], kwargs["strength"]))
+        return original_call(self, *args, **kwargs)
+
+    def counted(self, *args, **kwargs):
+        unet_calls.append(1)
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(SRADMPipeline, "__call__", spy)
+    monkeypatch.setattr(SRADMUNet, "forward", counted)
+    source = _png(tmp_path / "a.png", 8, 10)
+    assert main(["upscale", str(source), "--seed", "0", "--model", model_dir, "-o", str(tmp_path / "o.png")]) == 0
+    assert calls == [("UniPCMultistepScheduler", 11, 0.82)]
+    assert len(unet_calls) == 9
+
+
+def test_sigint_exits_130_and_leaves_no_output(tmp_path, model_dir):
+    import os
+    import subprocess
+    import sys
+
+    source = _png(tmp_path / "a.png", 8, 10)
+    script = (
+        "import os, signal, sys, time\n"
+        "from sradm_diffusers import SRADMPipeline\n"
+        "from sradm_diffusers.cli import main\n"
+        "def interrupted(self, *args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n"
+        "SRADMPipeline.__call__ = interrupted\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "upscale", str(source), "-o", str(tmp_path / "out") + os.sep, "--steps",
+         "1", "--model", model_dir], capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "interrupted" in result.stderr
+    assert os.listdir(tmp_path / "out") == []  # created before sampling; nothing written, no temporary file
+
+
+def test_progress_is_at_most_one_line_per_10_seconds(monkeypatch, capsys):
+    from sradm_diffusers import upscale
+
+    clock = [100.0]
+    monkeypatch.setattr(upscale.time, "monotonic", lambda: clock[0])
+    reporter = upscale.StepReporter()
+    reporter.start("image 1/1", 40)
+    printed_at = []
+    for step in range(40):  # a step every 3 s
+        clock[0] += 3.0
+        reporter(None, step, None, {})
+        line = capsys.readouterr().err
+        if line:
+            assert line == f"sradm upscale: image 1/1: step {step + 1}/40\n"
+            printed_at.append(clock[0])
+    gaps = np.diff([100.0, *printed_at])
+    assert len(printed_at) == 10 and gaps.min() >= 10 and gaps.max() < 13  # 12 s: four 3-s steps
