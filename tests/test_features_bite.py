@@ -447,3 +447,167 @@ def test_progress_is_at_most_one_line_per_10_seconds(monkeypatch, capsys):
             printed_at.append(clock[0])
     gaps = np.diff([100.0, *printed_at])
     assert len(printed_at) == 10 and gaps.min() >= 10 and gaps.max() < 13  # 12 s: four 3-s steps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training's final export: one that was complete when the run died is finished by the next run, not discarded
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_complete_export_killed_mid_swap_is_finished_by_the_next_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "training"))
+    import train_utils as tu
+
+    out = tmp_path / "model"
+    out.mkdir()
+    for name in ("model_index.json", "a.bin", "b.bin", "c.bin"):
+        (out / name).write_text(f"old {name}")
+    new = {name: f"new {name}" for name in ("model_index.json", "a.bin", "b.bin", "c.bin", "d.bin")}
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(root / 'training')!r})\n"
+        "import json, os, train_utils as tu\n"
+        "new = json.loads(sys.argv[2])\n"
+        "def write(folder):\n"
+        "    for name, text in new.items():\n"
+        "        open(os.path.join(folder, name), 'w').write(text)\n"
+        "tu.export_atomic(sys.argv[1], write)\n"
+    )
+    import json
+
+    # SIGKILL after the first entry was swapped in: old and new files side by side, the key file moved out
+    result = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(new)], capture_output=True,
+                            env=dict(os.environ, **{tu.KILL_ENV: "export-swap"}), timeout=60)
+    assert result.returncode == -9
+    assert not (out / "model_index.json").exists()  # mid-swap: the folder does not load
+    assert tu.recover_export(str(out)) == "finished the interrupted final export"
+    assert {p.name: p.read_text() for p in out.iterdir()} == new  # every new file, nothing old, nothing hidden
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# accelerate launch: each process does its own share, recorded by the processes themselves
+# ---------------------------------------------------------------------------------------------------------------
+
+RECORDING_LAUNCHER = """
+import json, os, sys
+from sradm_diffusers import SRADMPipeline
+from sradm_diffusers.cli import main
+
+original = SRADMPipeline.__call__
+
+def recorded(self, image, *args, **kwargs):
+    with open(os.path.join(os.environ["RECORD_DIR"], f"rank{os.environ['RANK']}.jsonl"), "a") as log:
+        log.write(json.dumps([image.width, image.height, kwargs.get("num_images_per_prompt", 1)]) + "\\n")
+    return original(self, image, *args, **kwargs)
+
+SRADMPipeline.__call__ = recorded
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_accelerate_launch_splits_the_images_evenly_and_each_process_samples_only_its_share(tmp_path, model_dir):
+    pytest.importorskip("accelerate")
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = [(10, 8), (11, 9), (8, 10), (12, 8)]  # LR width x height, one per photo, in file-name order
+    for k, (w, h) in enumerate(sizes):
+        _png(photos / f"img{k}.png", h, w, seed=k)
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(RECORDING_LAUNCHER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), str(launcher), "upscale", str(photos), "-o", str(tmp_path / "out") + os.sep, "--steps", "1",
+           "--scheduler", "ddim", "--samples", "2", "--seed", "0", "--model", model_dir]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1",
+               RECORD_DIR=str(tmp_path))
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = {}
+    for rank in (0, 1):
+        lines = (tmp_path / f"rank{rank}.jsonl").read_text().splitlines()
+        done[rank] = [tuple(json.loads(line)[:2]) for line in lines]
+        assert all(json.loads(line)[2] == 2 for line in lines)  # both samples of an image in one call
+    # 4 images over 2 processes: two each, contiguous, in order (accelerate's split_between_processes)
+    assert done == {0: sizes[:2], 1: sizes[2:]}
+    assert len(os.listdir(tmp_path / "out")) == 8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Code shipped for trust_remote_code: the non-default paths too (tiling, LR consistency, strength < 1)
+# ---------------------------------------------------------------------------------------------------------------
+
+REMOTE_PATHS_SCRIPT = """
+import json, sys
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+torch.set_num_threads(1)
+args = json.loads(sys.argv[1])
+pipe = DiffusionPipeline.from_pretrained(args["folder"], trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+image = np.load(args["image"])
+for name, options in args["variants"].items():
+    tile = options.pop("tile", None)
+    if tile:
+        pipe.enable_tiling(*tile)
+    out = pipe(image, num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="pt",
+               **options).images
+    pipe.disable_tiling()
+    torch.save(out, f"{args['out']}/{name}.pt")
+print("MODULES" + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "sradm_diffusers")))
+"""
+
+REMOTE_VARIANTS = {
+    "tiled": {"tile": [8, 2]},
+    "lr_consistency": {"lr_consistency": True},
+    "strength": {"strength": 0.5},
+    "all": {"tile": [8, 2], "lr_consistency": True, "strength": 0.5},
+}
+
+
+def test_shipped_code_runs_tiling_lr_consistency_and_strength_like_the_package(tiny_pipe, lr_image, tmp_path):
+    import copy
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_hub import CROSS_PATH_ATOL
+    from test_remote_code import HIDE_PACKAGE
+
+    folder = tmp_path / "saved"
+    tiny_pipe.save_pretrained(folder)
+    np.save(tmp_path / "image.npy", lr_image)
+    (tmp_path / "out").mkdir()
+    args = {"folder": str(folder), "image": str(tmp_path / "image.npy"), "out": str(tmp_path / "out"),
+            "variants": REMOTE_VARIANTS}
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", HIDE_PACKAGE + REMOTE_PATHS_SCRIPT, json.dumps(args)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.split("MODULES", 1)[1]) == []
+    for name, options in copy.deepcopy(REMOTE_VARIANTS).items():
+        tile = options.pop("tile", None)
+        if tile:
+            tiny_pipe.enable_tiling(*tile)
+        expected = tiny_pipe(lr_image, num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+                             output_type="pt", **options).images
+        tiny_pipe.disable_tiling()
+        torch.testing.assert_close(torch.load(tmp_path / "out" / f"{name}.pt"), expected, atol=CROSS_PATH_ATOL,
+                                   rtol=0, msg=name)
