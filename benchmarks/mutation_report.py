@@ -27,19 +27,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# module -> the test files that exercise it (tests/test_features_bite.py pins the newer features' behaviour).
+# module -> the tests that exercise it (files, or single tests of files that mostly test other things). Kept to what
+# covers the module: mutmut runs the whole list twice per module (its stats and clean runs) before any mutant.
+BITE = "tests/test_features_bite.py::"
 MODULES = {
-    "image_processing": ["tests/test_image_processing.py", "tests/test_bad_inputs.py", "tests/test_features_bite.py"],
-    "memory": ["tests/test_allocator.py", "tests/test_bad_inputs.py", "tests/test_features_bite.py"],
-    "prediction": ["tests/test_lr_consistency.py", "tests/test_few_step.py", "tests/test_features_bite.py"],
-    "rrdb_start": ["tests/test_few_step.py", "tests/test_features_bite.py"],
-    "lr_consistency": ["tests/test_lr_consistency.py", "tests/test_features_bite.py"],
-    "tiling": ["tests/test_tiling.py", "tests/test_offload.py", "tests/test_features_bite.py"],
-    "remote_code": ["tests/test_remote_code.py", "tests/test_export_pipeline.py", "tests/test_features_bite.py"],
-    "uncertainty": ["tests/test_uncertainty.py", "tests/test_cli_features.py", "tests/test_features_bite.py"],
-    "interpolation": ["tests/test_interpolation.py", "tests/test_cli_features.py", "tests/test_features_bite.py"],
-    "fusion": ["tests/test_fusion.py", "tests/test_cli_features.py", "tests/test_features_bite.py"],
-    "distributed": ["tests/test_distributed.py", "tests/test_features_bite.py"],
+    "image_processing": ["tests/test_image_processing.py", "tests/test_bad_inputs.py::test_api_bad_input",
+                         BITE + "test_one_non_finite_value_among_finite_ones_is_refused"],
+    "memory": ["tests/test_allocator.py",
+               "tests/test_bad_inputs.py::test_memory_error_is_a_memory_error_and_a_value_error",
+               "tests/test_bad_inputs.py::test_samples_are_batched_to_fit_memory_and_progress_is_shown",
+               "tests/test_bad_inputs.py::test_cli_bad_input",
+               BITE + "test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits",
+               BITE + "test_cli_tile_is_the_fix_for_a_memory_refusal"],
+    "prediction": ["tests/test_lr_consistency.py", "tests/test_few_step.py",
+                   BITE + "test_lr_consistency_back_projects_at_every_step"],
+    "rrdb_start": ["tests/test_few_step.py",
+                   BITE + "test_cli_default_is_unipc_11_steps_strength_082_and_9_unet_calls"],
+    "lr_consistency": ["tests/test_lr_consistency.py", BITE + "test_lr_consistency_back_projects_at_every_step"],
+    "tiling": ["tests/test_tiling.py", "tests/test_offload.py",
+               BITE + "test_tiled_sampling_under_model_offload_runs_every_module_inside_its_hook",
+               BITE + "test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits"],
+    "remote_code": ["tests/test_remote_code.py", "tests/test_export_pipeline.py",
+                    BITE + "test_shipped_code_runs_tiling_lr_consistency_and_strength_like_the_package"],
+    "uncertainty": ["tests/test_uncertainty.py",
+                    "tests/test_cli_features.py::test_upscale_uncertainty_writes_samples_mean_and_map",
+                    BITE + "test_cli_uncertainty_map_shows_the_samples_spread"],
+    "interpolation": ["tests/test_interpolation.py", "tests/test_cli_features.py::test_interpolate_gif_and_strip",
+                      BITE + "test_interpolation_frames_start_from_the_slerp_of_the_two_noises",
+                      BITE + "test_cli_interpolate_writes_the_api_frames"],
+    "fusion": ["tests/test_fusion.py", "tests/test_cli_features.py::test_fuse_writes_the_sr_size_and_checks_the_mask",
+               BITE + "test_fusion_feather_profile_on_the_output",
+               BITE + "test_fusion_brings_the_reference_to_the_next_steps_noise_level",
+               BITE + "test_cli_fuse_writes_the_api_result"],
+    "distributed": ["tests/test_distributed.py",
+                    BITE + "test_accelerate_launch_splits_the_images_evenly_and_each_process_samples_only_its_share"],
 }
 
 ALSO_COPY = ["training", "benchmarks", "README.md", "model_card.md", "docs", "spaces", ".ci"]
