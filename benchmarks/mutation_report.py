@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # covers the module: mutmut runs the whole list twice per module (its stats and clean runs) before any mutant.
 BITE = "tests/test_features_bite.py::"
 MODULES = {
-    "image_processing": ["tests/test_image_processing.py", "tests/test_bad_inputs.py::test_api_bad_input",
+    "image_processing": ["tests/test_image_processing.py", "tests/test_image_conversion.py",
+                         "tests/test_bad_inputs.py::test_api_bad_input",
                          BITE + "test_one_non_finite_value_among_finite_ones_is_refused"],
     "memory": ["tests/test_allocator.py",
                "tests/test_bad_inputs.py::test_memory_error_is_a_memory_error_and_a_value_error",
