@@ -34,7 +34,7 @@ MODULES = {
     "image_processing": ["tests/test_image_processing.py", "tests/test_image_conversion.py",
                          "tests/test_bad_inputs.py::test_api_bad_input",
                          BITE + "test_one_non_finite_value_among_finite_ones_is_refused"],
-    "memory": ["tests/test_allocator.py",
+    "memory": ["tests/test_allocator.py", "tests/test_memory_estimate.py",
                "tests/test_bad_inputs.py::test_memory_error_is_a_memory_error_and_a_value_error",
                "tests/test_bad_inputs.py::test_samples_are_batched_to_fit_memory_and_progress_is_shown",
                "tests/test_bad_inputs.py::test_cli_bad_input",
