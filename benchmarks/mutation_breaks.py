@@ -101,6 +101,12 @@ BREAKS = [
           "        if True:\n            return range(count)\n        with",
           [BITE + "test_accelerate_launch_splits_the_images_evenly_and_each_process_samples_only_its_share"],
           ["tests/test_distributed.py::test_upscale_splits_images_between_processes"]),
+    Break("main-process-does-everything", PKG + "distributed.py",
+          "        if self.state is None:\n            return range(count)\n        with",
+          "        if self.state is None or self.state.is_main_process:\n            return range(count)\n"
+          "        if True:\n            return range(0)\n        with",
+          [BITE + "test_accelerate_launch_splits_the_images_evenly_and_each_process_samples_only_its_share"],
+          ["tests/test_distributed.py::test_upscale_splits_images_between_processes"]),
     Break("flat-tile-weights", PKG + "tiling.py", "    if ramp > 0:\n        edge", "    if False:\n        edge",
           ["tests/test_tiling.py::test_3x3_tiles_match_untiled_without_seams",
            "tests/test_tiling.py::test_tiled_odd_and_small_sizes_match_untiled",
