@@ -245,3 +245,23 @@ def test_truncated_timesteps_are_the_last_int_steps_times_strength(pipe, schedul
         run = int(steps * strength)
         assert kept.tolist() == full[(steps - run) * scheduler.order :].tolist()
         assert len(kept) == run * scheduler.order
+
+
+def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
+    from sradm_diffusers.fusion import run_fuse
+    from sradm_diffusers.upscale import UsageError
+
+    PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    PIL.Image.new("RGB", (32, 24)).save(tmp_path / "ref.png")
+    PIL.Image.new("L", (32, 24), 255).save(tmp_path / "mask.png")
+    PIL.Image.new("L", (30, 24), 255).save(tmp_path / "small.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    for broken in range(3):
+        paths = [str(tmp_path / name) for name in ("a.png", "ref.png", "mask.png")]
+        paths[broken] = str(tmp_path / "broken.png")
+        message = _raises(UsageError, run_fuse, *paths, str(tmp_path / "out.png"), model=model_dir, steps=1)
+        assert message.startswith(f"{tmp_path / 'broken.png'}: ")
+    message = _raises(UsageError, run_fuse, str(tmp_path / "a.png"), str(tmp_path / "ref.png"),
+                      str(tmp_path / "small.png"), str(tmp_path / "out.png"), model=model_dir, steps=1)
+    assert message == "mask has shape (24, 30); pass one (H, W) mask of the HR size (24, 32)."
+    assert not (tmp_path / "out.png").exists()
