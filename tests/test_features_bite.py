@@ -367,9 +367,11 @@ def test_cli_fuse_writes_the_api_result(tmp_path, model_dir):
     mask[:, :20] = 255
     PIL.Image.fromarray(mask).save(tmp_path / "mask.png")
     assert main(["fuse", str(source), "--reference", str(reference), "--mask", str(tmp_path / "mask.png"),
-                 "--steps", "2", "--seed", "3", "--feather", "6", "--model", model_dir,
+                 "--steps", "2", "--seed", "3", "--feather", "6", "--scheduler", "ddim", "--model", model_dir,
                  "-o", str(tmp_path / "out.png")]) == 0
-    expected = fuse(_cli_pipe(model_dir), PIL.Image.open(source).convert("RGB"),
+    pipe = _cli_pipe(model_dir)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")  # as --scheduler
+    expected = fuse(pipe, PIL.Image.open(source).convert("RGB"),
                     PIL.Image.open(reference).convert("RGB"), PIL.Image.fromarray(mask), feather=6.0,
                     generator=torch.Generator().manual_seed(3), num_inference_steps=2, lr_consistency=True).images[0]
     assert np.abs(_rgb(tmp_path / "out.png") - np.asarray(expected, dtype=np.float64)).max() <= 1
