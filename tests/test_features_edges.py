@@ -265,3 +265,31 @@ def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
                       str(tmp_path / "small.png"), str(tmp_path / "out.png"), model=model_dir, steps=1)
     assert message == "mask has shape (24, 30); pass one (H, W) mask of the HR size (24, 32)."
     assert not (tmp_path / "out.png").exists()
+
+
+def test_fusion_caps_the_reference_at_the_models_residual_range(pipe):
+    """A reference far from the upsample is taken as far as the model's residual reaches: up +- 1/residual_scale."""
+    from sradm_diffusers import imresize
+    from sradm_diffusers.fusion import fuse
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    lr = torch.zeros(1, 3, 8, 8)
+    lr[..., :, 4:] = 1.0  # black left half, white right half
+    reference = 1 - imresize(lr, 4).clamp(0, 1)  # the opposite: white where the LR is black and back
+    out = fuse(pipe, lr, reference, torch.ones(32, 32), feather=0.0, num_inference_steps=1, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    up = imresize(lr * 2 - 1, 4).clamp(-1, 1)
+    residual = ((reference * 2 - 1 - up) * pipe.config.residual_scale).clamp(-1, 1)
+    expected = ((up + residual / pipe.config.residual_scale).clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    assert out[..., 2:30, 2:14].max() <= 0.25 + 1e-6 and out[..., 2:30, 18:30].min() >= 0.75 - 1e-6
+
+
+def test_a_feather_below_one_pixel_still_blurs():
+    from sradm_diffusers.fusion import feather_mask
+
+    mask = torch.zeros(1, 1, 1, 9)
+    mask[..., 4] = 1
+    soft = feather_mask(mask, 1.0)  # sigma 0.5, radius 2
+    kernel = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 0.5)
+    torch.testing.assert_close(soft[0, 0, 0, 2:7], kernel / kernel.sum(), atol=1e-7, rtol=0)
