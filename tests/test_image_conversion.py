@@ -172,3 +172,25 @@ def test_postprocess_ranges_rounding_and_types():
     assert len(images) == 2 and images[1].mode == "RGB" and images[1].size == (7, 1)
     assert np.asarray(images[1])[0, :, 0].tolist() == [0, 0, 128, 255, 255, 101, 100]
     assert postprocess(sr)[0].size == (7, 1)  # "pil" is the default
+
+
+@pytest.mark.parametrize("mode, byteorder", [("I;16B", ">"), ("I;16L", "<"), ("I;16N", "=")])
+def test_16_bit_byte_orders_are_scaled_not_clipped(mode, byteorder):
+    values = np.array([[0, 300, 65535], [1000, 40000, 7]], dtype=f"{byteorder}u2")
+    image = PIL.Image.frombytes(mode, (3, 2), values.tobytes())
+    torch.testing.assert_close(preprocess(image), _expected(_grey(values / 65535.0)), atol=1e-6, rtol=0)
+
+
+def test_32_bit_integer_greyscale_above_255_is_refused_not_clipped():
+    with pytest.raises(ValueError) as error:
+        preprocess(PIL.Image.fromarray(np.array([[0, 300]], dtype=np.int32), "I"))
+    assert str(error.value).startswith("I-mode image has values in [0.0, 300.0]; scale it to 0..255")
+
+
+def test_an_rgb_colour_key_is_not_treated_as_transparency():
+    """Only palette images use ``info["transparency"]`` as alpha here; an RGB image keeps its pixels."""
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 0] = (10, 20, 30)
+    image = PIL.Image.fromarray(rgb)
+    image.info["transparency"] = (0, 0, 0)
+    torch.testing.assert_close(preprocess(image), _expected(rgb / 255.0), atol=1e-6, rtol=0)
