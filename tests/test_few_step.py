@@ -160,8 +160,10 @@ def test_rrdb_start_with_tiling_matches_untiled(tiny_pipe, lr_image):
     calls = record_unet_inputs(tiny_pipe)
     tiled = tiny_pipe(lr_image, num_inference_steps=4, strength=0.5, latents=noise, output_type="pt").images
     assert len(calls) > 2  # several tiles per step
-    # the tiles blend the noise predictions, so the two differ by float rounding plus the blend's seams (small)
-    assert float((tiled - whole).abs().mean()) < 1e-2
+    # The tiles blend the noise predictions, so the two differ by float rounding plus the blend's seams: measured
+    # mean 4.8e-6 (max 2.9e-4); bar 2e-5 (4x). Flat tile weights give 1.4e-4 and overwriting tiles 1.5e-4, which
+    # fail it (benchmarks/tiling_tolerances.py).
+    assert float((tiled - whole).abs().mean()) < 2e-5
 
 
 # ------------------------------------------------------------------------------------------------ x_0 clipping

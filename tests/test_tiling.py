@@ -200,7 +200,10 @@ def test_tiled_odd_and_small_sizes_match_untiled(tiny_pipe, size):
     tiny_pipe.enable_tiling(tile_size=8, tile_overlap=2)  # several tiles, except for the 6x9 image
     tiled = run(tiny_pipe, image, generator=torch.Generator().manual_seed(0))
     assert tiled.shape == untiled.shape == (1, 3, 4 * size[0], 4 * size[1])
-    assert psnr(tiled, untiled) >= 40
+    # Measured 52.0-80.9 dB over these sizes (lowest: 13x51); margin 3 dB (twice the MSE) for other CPUs' kernels.
+    # Tiles averaged with flat weights (43.3-44.0 dB where there are several) or overwriting each other (42.0-44.6
+    # dB) fail it. `python benchmarks/tiling_tolerances.py` measures all three.
+    assert psnr(tiled, untiled) >= 49
 
 
 def test_tiled_batches_samples_and_generator_lists(tiny_pipe, lr_image):
@@ -294,7 +297,9 @@ def test_3x3_tiles_match_untiled_without_seams(demo_seam_case):
         tiled = sample()
     finally:
         pipe.disable_tiling()
-    assert psnr(tiled, untiled) >= 40
+    # Measured 46.8 dB; margin 1.8 dB (1.5 times the MSE). Without the blend's ramps the same tiles reach 41.8 dB
+    # (flat weights) or 40.1 dB (each tile overwriting the last), which fail it (benchmarks/tiling_tolerances.py).
+    assert psnr(tiled, untiled) >= 45
     # Gradient energy on the tile borders relative to elsewhere, against the same ratio of the untiled image:
     # the content alone makes these lines differ from the rest, a seam would add to it.
     edges = tile_edges(320, 128, 32)

@@ -1,0 +1,86 @@
+"""The memory guard's arithmetic at its boundaries: sizes, the budget, the refusal's message, samples per call
+(found by mutation testing: a changed comparison or unit there failed no test)."""
+
+import pytest
+
+from sradm_diffusers import build_pipeline
+from sradm_diffusers.memory import (
+    MEMORY_LIMIT_ENV, SamplingMemoryError, available_bytes, check_sampling_memory, estimate_sampling_bytes,
+    full_resolution_width, parse_size, samples_per_batch,
+)
+
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return build_pipeline("tiny", upscale_factor=4).unet
+
+
+@pytest.mark.parametrize("text, size", [
+    ("1000000", 1000000), ("8G", 8 * 2**30), ("512M", 512 * MIB), ("1.5T", int(1.5 * 2**40)), (" 2 k ", 2048),
+    ("3KB", 3072), ("3KiB", 3072), ("7mib", 7 * MIB), (".5G", 2**29), ("12B", 12),
+])
+def test_sizes_parse_in_binary_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "", "8X", "-1G", "1.2.3M"])
+def test_a_bad_size_names_the_variable_and_the_fix(text):
+    with pytest.raises(ValueError) as error:
+        parse_size(text)
+    assert str(error.value) == f"SRADM_MEMORY_LIMIT={text!r} is not a size; use e.g. 8G, 512M or a number of bytes."
+
+
+def test_the_budget_comes_from_the_variable_when_set(monkeypatch):
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "3M")
+    assert available_bytes() == 3 * MIB and available_bytes("cpu") == 3 * MIB
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "")  # empty: unset, the machine's available memory
+    with open("/proc/meminfo") as handle:
+        total = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("MemTotal:"))
+    assert 0 < available_bytes() <= total
+
+
+def test_the_estimate_grows_with_pixels_batch_and_width(unet):
+    width = full_resolution_width(unet)
+    assert width == unet.config.base_channels * unet.config.channel_mults[0]
+    one = estimate_sampling_bytes(unet, 1, 64, 64)
+    assert estimate_sampling_bytes(unet, 2, 64, 64) - one == one - estimate_sampling_bytes(unet, 0, 64, 64)
+    assert estimate_sampling_bytes(unet, 1, 128, 64) - one == one - estimate_sampling_bytes(unet, 0, 64, 64)
+    assert estimate_sampling_bytes(unet, 0, 64, 64) > 0  # the fixed overhead
+
+
+def test_refusal_at_one_byte_short_with_the_fixes(unet, monkeypatch):
+    needed = estimate_sampling_bytes(unet, 2, 96, 128)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(needed))
+    check_sampling_memory(unet, 2, 96, 128)  # exactly enough: no error
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(needed - 1))
+    with pytest.raises(SamplingMemoryError) as error:
+        check_sampling_memory(unet, 2, 96, 128)
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+    assert str(error.value) == (
+        f"sampling 2 output(s) of 128x96 pixels needs about {gib(needed)} but only {gib(needed - 1)} is available; "
+        "use a smaller input, --tile N (sample in N-pixel tiles)."
+    )
+    with pytest.raises(SamplingMemoryError) as error:
+        check_sampling_memory(unet, 2, 96, 128, samples=2)
+    assert str(error.value).endswith(
+        "use a smaller input, --tile N (sample in N-pixel tiles), or fewer samples (--samples / num_images_per_prompt)."
+    )
+
+
+def test_samples_per_call_fill_half_the_budget(unet, monkeypatch):
+    fixed = estimate_sampling_bytes(unet, 0, 64, 64)
+    one = estimate_sampling_bytes(unet, 1, 64, 64) - fixed
+    for fit in (1, 2, 3, 5):
+        budget = 2 * (fixed + fit * one)  # half of it holds exactly `fit` samples
+        monkeypatch.setenv(MEMORY_LIMIT_ENV, str(budget))
+        assert samples_per_batch(unet, 64, 64, 8) == fit
+        assert samples_per_batch(unet, 64, 64, fit - 1 or 1) == (fit - 1 or 1)  # never more than asked for
+        monkeypatch.setenv(MEMORY_LIMIT_ENV, str(budget - 2))
+        assert samples_per_batch(unet, 64, 64, 8) == max(fit - 1, 1)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(fixed + one))  # one fits in all of it, not in half: still one
+    assert samples_per_batch(unet, 64, 64, 8) == 1
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(fixed + one - 1))
+    with pytest.raises(SamplingMemoryError, match="or fewer samples"):
+        samples_per_batch(unet, 64, 64, 8)
