@@ -23,7 +23,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_tiling import psnr, run  # noqa: E402
 
-from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline, build_pipeline, tiling  # noqa: E402
+from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline, build_pipeline
+
+from sradm_diffusers.sampling import tiling  # noqa: E402
 
 
 def _overwrite(self, sample, timestep):

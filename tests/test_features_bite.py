@@ -124,7 +124,7 @@ def test_one_non_finite_value_among_finite_ones_is_refused(tiny_pipe, bad):
 
 
 def test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits(tiny_pipe, monkeypatch):
-    from sradm_diffusers.memory import SamplingMemoryError, estimate_sampling_bytes
+    from sradm_diffusers.sampling.memory import SamplingMemoryError, estimate_sampling_bytes
 
     image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     whole = estimate_sampling_bytes(tiny_pipe.unet, 1, 256, 384)
@@ -141,7 +141,7 @@ def test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits(tiny_pipe, mo
 
 
 def test_cli_tile_is_the_fix_for_a_memory_refusal(tmp_path, model_dir, monkeypatch, capsys):
-    from sradm_diffusers.memory import estimate_sampling_bytes
+    from sradm_diffusers.sampling.memory import estimate_sampling_bytes
     from sradm_diffusers.models import SRADMUNet
 
     unet = SRADMUNet.from_pretrained(model_dir, subfolder="unet")
@@ -172,7 +172,7 @@ def _slerp(a, b, t):
 def test_interpolation_frames_start_from_the_slerp_of_the_two_noises():
     from diffusers.utils.torch_utils import randn_tensor
 
-    from sradm_diffusers.interpolation import interpolate
+    from sradm_diffusers.extras.interpolation import interpolate
 
     pipe, lr = _ddim_tiny(), _lr()
     frames = interpolate(pipe, lr, num_frames=4, generator_a=torch.Generator().manual_seed(0),
@@ -201,7 +201,7 @@ def _gaussian_step(x, edge, sigma):
 
 def test_fusion_feather_profile_on_the_output():
     """One DDIM step: the output is up + (m * ref + (1 - m) * x_0) / s, so (out - plain) / (ref - plain) is m."""
-    from sradm_diffusers.fusion import fuse
+    from sradm_diffusers.extras.fusion import fuse
 
     pipe, lr = _ddim_tiny(), _lr()
     up = imresize(lr, 4).clamp(0, 1)
@@ -227,7 +227,7 @@ def test_fusion_feather_profile_on_the_output():
 
 
 def test_fusion_brings_the_reference_to_the_next_steps_noise_level():
-    from sradm_diffusers.fusion import ContentFusion
+    from sradm_diffusers.extras.fusion import ContentFusion
 
     pipe = _ddim_tiny()
     pipe.scheduler.set_timesteps(5)
@@ -313,7 +313,7 @@ def _cli_pipe(model_dir):
 
 
 def test_cli_uncertainty_map_shows_the_samples_spread(tmp_path, model_dir):
-    from sradm_diffusers.uncertainty import colourize
+    from sradm_diffusers.extras.uncertainty import colourize
 
     source = _png(tmp_path / "a.png", 8, 10)
     assert main(["upscale", str(source), "--samples", "3", "--uncertainty", "--seed", "0", "--steps", "2",
@@ -330,7 +330,7 @@ def test_cli_uncertainty_map_shows_the_samples_spread(tmp_path, model_dir):
 
 
 def test_cli_interpolate_writes_the_api_frames(tmp_path, model_dir):
-    from sradm_diffusers.interpolation import interpolate
+    from sradm_diffusers.extras.interpolation import interpolate
 
     source = _png(tmp_path / "a.png", 8, 10)
     args = ["interpolate", str(source), "--frames", "4", "--steps", "2", "--seeds", "4", "9", "--model", model_dir]
@@ -359,7 +359,7 @@ def test_cli_interpolate_writes_the_api_frames(tmp_path, model_dir):
 
 
 def test_cli_fuse_writes_the_api_result(tmp_path, model_dir):
-    from sradm_diffusers.fusion import fuse
+    from sradm_diffusers.extras.fusion import fuse
 
     source = _png(tmp_path / "a.png", 8, 10)
     reference = _png(tmp_path / "ref.png", 32, 40, seed=1)

@@ -30,7 +30,7 @@ def _raises(error, fn, *args, **kwargs) -> str:
 
 
 def test_fusion_mask_kinds_and_their_errors():
-    from sradm_diffusers.fusion import _mask_tensor
+    from sradm_diffusers.extras.fusion import _mask_tensor
 
     eight = np.zeros((4, 6), np.uint8)
     eight[:, :3] = 255
@@ -50,7 +50,7 @@ def test_fusion_mask_kinds_and_their_errors():
 
 
 def test_feather_kernel_is_the_sampled_gaussian_and_zero_keeps_the_mask():
-    from sradm_diffusers.fusion import feather_mask
+    from sradm_diffusers.extras.fusion import feather_mask
 
     point = torch.zeros(1, 1, 41, 41)
     point[..., 20, 20] = 1
@@ -67,7 +67,7 @@ def test_feather_kernel_is_the_sampled_gaussian_and_zero_keeps_the_mask():
 
 
 def test_fuse_refuses_a_second_callback_and_a_reference_of_another_size(pipe):
-    from sradm_diffusers.fusion import fuse
+    from sradm_diffusers.extras.fusion import fuse
 
     lr = torch.rand(1, 3, 8, 10)
     assert _raises(ValueError, fuse, pipe, lr, torch.rand(1, 3, 32, 40), torch.ones(32, 40),
@@ -79,7 +79,7 @@ def test_fuse_refuses_a_second_callback_and_a_reference_of_another_size(pipe):
 
 def test_fusion_noise_and_blend_on_a_padded_canvas(pipe):
     """The callback blends only the image's own region of a padded canvas (the padding is left as is)."""
-    from sradm_diffusers.fusion import ContentFusion
+    from sradm_diffusers.extras.fusion import ContentFusion
 
     pipe.scheduler.set_timesteps(3)
     reference = torch.ones(1, 3, 4, 6)
@@ -93,7 +93,7 @@ def test_fusion_noise_and_blend_on_a_padded_canvas(pipe):
 
 
 def test_slerp_of_parallel_noises_is_linear_and_keeps_the_dtype():
-    from sradm_diffusers.interpolation import slerp
+    from sradm_diffusers.extras.interpolation import slerp
 
     a = torch.randn(2, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(slerp(a, 2 * a, 0.25), 1.25 * a)
@@ -107,7 +107,7 @@ def test_slerp_of_parallel_noises_is_linear_and_keeps_the_dtype():
 
 
 def test_interpolate_argument_errors(pipe):
-    from sradm_diffusers.interpolation import interpolate
+    from sradm_diffusers.extras.interpolation import interpolate
 
     for frames in (1, 2.0, "3"):
         assert _raises(ValueError, interpolate, pipe, torch.rand(1, 3, 8, 8), num_frames=frames) == (
@@ -117,7 +117,7 @@ def test_interpolate_argument_errors(pipe):
 
 
 def test_interpolate_restores_the_scheduler_and_two_frames_are_the_ends(pipe):
-    from sradm_diffusers.interpolation import interpolate
+    from sradm_diffusers.extras.interpolation import interpolate
 
     before = pipe.scheduler
     frames = interpolate(pipe, torch.rand(1, 3, 8, 8), num_frames=2, num_inference_steps=2, output_type="pt",
@@ -127,7 +127,7 @@ def test_interpolate_restores_the_scheduler_and_two_frames_are_the_ends(pipe):
 
 
 def test_frames_to_strip_places_frames_left_to_right():
-    from sradm_diffusers.interpolation import frames_to_strip
+    from sradm_diffusers.extras.interpolation import frames_to_strip
 
     frames = [PIL.Image.new("RGB", (3, 2), (10 * k, 0, 0)) for k in range(3)]
     strip = np.asarray(frames_to_strip(frames))
@@ -137,7 +137,7 @@ def test_frames_to_strip_places_frames_left_to_right():
 
 def test_cli_interpolate_errors(tmp_path, model_dir, capsys):
     from sradm_diffusers.cli import main
-    from sradm_diffusers.interpolation import run_interpolate
+    from sradm_diffusers.extras.interpolation import run_interpolate
     from sradm_diffusers.upscale import UsageError
 
     PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
@@ -153,7 +153,7 @@ def test_cli_interpolate_errors(tmp_path, model_dir, capsys):
 
 
 def test_colourize_interpolates_between_anchors_and_handles_zero_vmax():
-    from sradm_diffusers.uncertainty import colourize
+    from sradm_diffusers.extras.uncertainty import colourize
 
     ramp = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
     values = np.array([[0.5, 1.0, 1.5, 3.75, -1.0]])  # vmax 4: positions 0.5, 1, 1.5, 3.75 anchors; below 0
@@ -165,7 +165,7 @@ def test_colourize_interpolates_between_anchors_and_handles_zero_vmax():
 
 
 def test_uncertainty_map_layout_and_default_scale():
-    from sradm_diffusers.uncertainty import colourize, uncertainty_map
+    from sradm_diffusers.extras.uncertainty import colourize, uncertainty_map
 
     std = torch.zeros(30, 40)
     std[:, 20:] = torch.linspace(0, 12 / 255, 20)
@@ -186,7 +186,7 @@ def test_uncertainty_map_layout_and_default_scale():
 
 
 def test_uncertainty_argument_errors(pipe):
-    from sradm_diffusers.uncertainty import sample_with_uncertainty
+    from sradm_diffusers.extras.uncertainty import sample_with_uncertainty
 
     for k in (1, 2.0):
         assert _raises(ValueError, sample_with_uncertainty, pipe, torch.rand(1, 3, 8, 8), num_samples=k) == (
@@ -199,7 +199,7 @@ def test_uncertainty_argument_errors(pipe):
 
 
 def test_summary_images_are_the_rounded_mean_and_the_std_map():
-    from sradm_diffusers.uncertainty import summary_images, uncertainty_map
+    from sradm_diffusers.extras.uncertainty import summary_images, uncertainty_map
 
     samples = torch.rand(3, 3, 6, 7, generator=torch.Generator().manual_seed(0))
     mean, spread = summary_images(samples)
@@ -220,13 +220,13 @@ def test_summary_images_are_the_rounded_mean_and_the_std_map():
                            "= 0); raise strength to at least 0.1 or use more steps."),
 ])
 def test_strength_errors(strength, steps, error, message):
-    from sradm_diffusers.rrdb_start import check_strength
+    from sradm_diffusers.sampling.rrdb_start import check_strength
 
     assert _raises(error, check_strength, strength, steps) == message
 
 
 def test_strength_boundaries_are_accepted():
-    from sradm_diffusers.rrdb_start import check_strength
+    from sradm_diffusers.sampling.rrdb_start import check_strength
 
     check_strength(1.0, 1)
     check_strength(1, 3)
@@ -235,7 +235,7 @@ def test_strength_boundaries_are_accepted():
 
 @pytest.mark.parametrize("scheduler_class", [DDIMScheduler, DPMSolverMultistepScheduler])
 def test_truncated_timesteps_are_the_last_int_steps_times_strength(pipe, scheduler_class):
-    from sradm_diffusers.rrdb_start import truncate_timesteps
+    from sradm_diffusers.sampling.rrdb_start import truncate_timesteps
 
     scheduler = scheduler_class.from_config(pipe.scheduler.config)
     for steps, strength in ((10, 0.82), (11, 0.82), (4, 0.5), (5, 1.0)):
@@ -248,7 +248,7 @@ def test_truncated_timesteps_are_the_last_int_steps_times_strength(pipe, schedul
 
 
 def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
-    from sradm_diffusers.fusion import run_fuse
+    from sradm_diffusers.extras.fusion import run_fuse
     from sradm_diffusers.upscale import UsageError
 
     PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
@@ -270,7 +270,7 @@ def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
 def test_fusion_caps_the_reference_at_the_models_residual_range(pipe):
     """A reference far from the upsample is taken as far as the model's residual reaches: up +- 1/residual_scale."""
     from sradm_diffusers import imresize
-    from sradm_diffusers.fusion import fuse
+    from sradm_diffusers.extras.fusion import fuse
 
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     lr = torch.zeros(1, 3, 8, 8)
@@ -286,7 +286,7 @@ def test_fusion_caps_the_reference_at_the_models_residual_range(pipe):
 
 
 def test_a_feather_below_one_pixel_still_blurs():
-    from sradm_diffusers.fusion import feather_mask
+    from sradm_diffusers.extras.fusion import feather_mask
 
     mask = torch.zeros(1, 1, 1, 9)
     mask[..., 4] = 1

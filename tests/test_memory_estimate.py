@@ -4,7 +4,7 @@
 import pytest
 
 from sradm_diffusers import build_pipeline
-from sradm_diffusers.memory import (
+from sradm_diffusers.sampling.memory import (
     MEMORY_LIMIT_ENV, SamplingMemoryError, available_bytes, check_sampling_memory, estimate_sampling_bytes,
     full_resolution_width, parse_size, samples_per_batch,
 )
