@@ -397,14 +397,15 @@ def _cpu_count() -> int:
 def make_loader(args, train_set, sampler, device) -> torch.utils.data.DataLoader:
     """The training DataLoader. Map-style data: items ``(epoch, index)`` (:class:`data.EpochTaggedSampler`) so the
     worker processes persist across epochs (no respawn, no lost per-worker caches) and still make each epoch's
-    crops; host batches pinned on CUDA so the copies overlap compute."""
+    crops; host batches pinned on CUDA so the copies overlap compute; workers keep a constant footprint
+    (:func:`data.loader_worker_init`)."""
     workers = args.dataloader_num_workers
     return torch.utils.data.DataLoader(
         train_set, batch_size=args.train_batch_size,
         sampler=sr_data.EpochTaggedSampler(sampler) if sampler is not None else None,
         collate_fn=sr_data.collate_pairs, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0 and sampler is not None,  # a stream's workers must see set_epoch
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None, worker_init_fn=sr_data.loader_worker_init,
     )
 
 
