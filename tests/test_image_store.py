@@ -149,7 +149,11 @@ def _batches(pairs, sampler, workers, epoch, start=0, count=None):
         sampler.set_position(e, start if e == epoch else 0)
         for batch in loader:
             out.append((e, batch["index"].tolist(), batch["hr"], batch["lr"]))
-    return out if count is None else out[:count]
+    out = out if count is None else out[:count]
+    for e, indices, hr, lr in out:  # each batch = the epoch's pairs, computed here item by item in this process
+        expected = D.collate_pairs([pairs[(e, i)] for i in indices])
+        assert torch.equal(hr, expected["hr"]) and torch.equal(lr, expected["lr"])
+    return out
 
 
 def test_resume_mid_epoch_with_persistent_workers_is_exact(tmp_path):
@@ -226,6 +230,58 @@ def test_damaged_store_is_extracted_again(folder, tmp_path, damage, caplog):
             assert again.size(i) is None and again.skip_reason(i)
         else:
             np.testing.assert_array_equal(again.read_image(i), image)
+
+
+def test_store_key_follows_each_local_file(tmp_path):
+    """The key tracks each referenced file itself, also where the datasets fingerprint does not (rows built
+    from paths: same paths, same fingerprint)."""
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"k{i}.png"))
+        Image.fromarray(_noise(40, 40, i)).save(paths[-1])
+
+    def key():
+        rows = datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in paths]},
+                                          features=datasets.Features({"image": datasets.Image(decode=False)}))
+        return rows._fingerprint, S.store_key(rows, "image", None)
+
+    fingerprint, first = key()
+    Image.fromarray(_noise(40, 40, 50)).save(paths[1])
+    os.utime(paths[1], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert key() == (fingerprint, key()[1]) and key()[1] != first
+    assert S.store_key(datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in paths]},
+                                                  features=datasets.Features({"image": datasets.Image(decode=False)})),
+                       "image", "celeba") != key()[1]  # the preprocessing is part of the key
+
+
+KILL_SCRIPT = """
+import os, sys
+sys.path.insert(0, {root!r})
+from training import data as D, image_store as S
+dataset = D._undecoded(D.load_image_dataset(train_data_dir={folder!r}, cache_dir={cache!r}), "image")
+calls = []
+def decode(value):
+    calls.append(1)
+    if len(calls) == 3:
+        os._exit(9)  # killed in the middle of the extraction: no cleanup runs
+    return D.decode_for_store(value)
+S.open_or_extract(dataset, "image", decode, cache_dir={cache!r})
+"""
+
+
+def test_killed_extraction_leaves_no_store_and_the_next_run_completes_it(folder, tmp_path):
+    import subprocess
+
+    cache = str(tmp_path / "hf")
+    _load(folder, tmp_path)
+    script = KILL_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), folder=str(folder), cache=cache)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1"))
+    assert result.returncode == 9, result.stderr[-2000:]
+    root = Path(S.default_cache_root(cache))
+    assert [p.name for p in root.iterdir() if ".tmp-" not in p.name] == []  # only the unfinished temporary
+    store = _store(folder, tmp_path)
+    assert len(store) == len(SIZES) + 2 and store.size(0) is not None
 
 
 def test_interrupted_extraction_leaves_no_store(folder, tmp_path):
