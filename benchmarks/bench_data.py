@@ -195,13 +195,16 @@ def main() -> None:
         dataset = sr_data.load_image_dataset(train_data_dir=args.train_data_dir, split=args.train_split,
                                              image_column=args.image_column, cache_dir=cache_dir)
         scanned = time.perf_counter() - started
+        root = os.path.join(cache_dir, "sradm_extracted")
+        existed = set(os.listdir(root)) if os.path.isdir(root) else set()
         started = time.perf_counter()
         train_set, num_samples = train.load_training_data(args, accelerator)
         prepared = time.perf_counter() - started
         store = getattr(train_set, "store", None)
         print(f"{num_samples} images; imagefolder scan {scanned:.1f} s; "
-              + (f"image store ready in {prepared:.1f} s (first-time extraction when no store existed; "
-                 f"{os.path.getsize(os.path.join(store.folder, 'pixels.u8')) / 2**30:.2f} GiB at {store.folder})"
+              + (f"image store {'opened' if os.path.basename(store.folder) in existed else 'extracted (first time)'}"
+                 f" in {prepared:.1f} s ({os.path.getsize(os.path.join(store.folder, 'pixels.u8')) / 2**30:.2f} "
+                 f"GiB at {store.folder})"
                  if store is not None else f"no store (decode per pair); dataset ready in {prepared:.1f} s"))
 
         sampler = tu.ShardedEpochSampler(num_samples, args.train_batch_size, seed=args.seed)
