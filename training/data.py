@@ -17,12 +17,16 @@ Pieces, from the bottom up:
   ``None`` for a skipped image; :func:`collate_pairs` drops the ``None`` entries and reports how many it dropped in
   the batch (``batch["num_skipped"]``), so the skipped count is right with any number of DataLoader workers.
   Random crops come from a generator seeded by ``(seed, epoch, index)``: resuming at an epoch reproduces its data.
-* :func:`make_train_dataset`: picks the right wrapper for a loaded dataset.
+* :func:`make_train_dataset`: picks the right wrapper for a loaded dataset; for map-style data it can first
+  extract the images once into an on-disk store (:mod:`image_store`), so that workers read crops instead of
+  decoding whole images: the same pairs, far faster (``benchmarks/bench_data.py``).
+* :class:`EpochTaggedSampler`: items ``(epoch, index)``, so persistent DataLoader workers make the right epoch.
 * :func:`make_validation_pairs`: fixed centre crops (or whole images cropped to a multiple of the scale).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -36,6 +40,11 @@ from PIL import Image
 
 from sradm_diffusers.imresize import imresize
 
+try:  # imported as training.data (tests, tools) or as data (training/train.py puts training/ on sys.path)
+    from . import image_store
+except ImportError:
+    import image_store
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -48,7 +57,12 @@ __all__ = [
     "decode_image",
     "to_rgb",
     "make_pair",
+    "crop_box",
+    "pair_from_crop",
     "pair_seed",
+    "EpochTaggedSampler",
+    "should_extract",
+    "open_store",
     "PairDataset",
     "IterablePairDataset",
     "collate_pairs",
@@ -368,27 +382,63 @@ def make_pair(
         SkippedImage: unreadable image, or smaller than ``resolution`` (or than ``scale``).
     """
     _check_scale_resolution(resolution, scale)
-    if preprocess not in PREPROCESS_CHOICES:
-        raise ValueError(f"preprocess={preprocess!r} is not supported; use one of {PREPROCESS_CHOICES}.")
+    _check_preprocess(preprocess)
     rgb = decode_image(image)
     if preprocess == "celeba":
         rgb = celeba_preprocess(rgb)
     w, h = rgb.size
+    top, left, crop_h, crop_w = crop_box(h, w, resolution, scale, center_crop, generator)
+    # Crop before converting: a whole 2040x1356 image as an array costs ~10 ms, the 160 px crop ~0.1 ms.
+    array = np.asarray(rgb.crop((left, top, left + crop_w, top + crop_h)))
+    return pair_from_crop(array, scale, generator, random_flip, random_vflip, random_rot90)
+
+
+def _check_preprocess(preprocess: Optional[str]) -> None:
+    if preprocess not in PREPROCESS_CHOICES:
+        raise ValueError(f"preprocess={preprocess!r} is not supported; use one of {PREPROCESS_CHOICES}.")
+
+
+def crop_box(
+    height: int,
+    width: int,
+    resolution: Optional[int],
+    scale: int,
+    center_crop: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[int, int, int, int]:
+    """``(top, left, crop_h, crop_w)`` of :func:`make_pair`'s crop in an image of ``height x width``.
+
+    Draws ``top`` then ``left`` from ``generator`` (a random crop); every pipeline that must give the same pairs
+    (the decoded image, the extracted store) calls this with the same generator state.
+
+    Raises:
+        SkippedImage: the image is smaller than ``resolution`` (or than ``scale`` when ``resolution`` is None).
+    """
+    h, w = height, width
     if resolution is None:
         crop_h, crop_w = h // scale * scale, w // scale * scale
         if crop_h == 0 or crop_w == 0:
             raise SkippedImage(f"image {w}x{h} is smaller than scale={scale}")
-        top = left = 0
-    else:
-        if w < resolution or h < resolution:
-            raise SkippedImage(f"image {w}x{h} is smaller than resolution={resolution}")
-        crop_h = crop_w = resolution
-        if center_crop:
-            top, left = (h - resolution) // 2, (w - resolution) // 2
-        else:
-            top = _randint(h - resolution + 1, generator)
-            left = _randint(w - resolution + 1, generator)
-    array = np.asarray(rgb)[top : top + crop_h, left : left + crop_w]
+        return 0, 0, crop_h, crop_w
+    if w < resolution or h < resolution:
+        raise SkippedImage(f"image {w}x{h} is smaller than resolution={resolution}")
+    if center_crop:
+        return (h - resolution) // 2, (w - resolution) // 2, resolution, resolution
+    top = _randint(h - resolution + 1, generator)
+    left = _randint(w - resolution + 1, generator)
+    return top, left, resolution, resolution
+
+
+def pair_from_crop(
+    array: np.ndarray,
+    scale: int,
+    generator: Optional[torch.Generator] = None,
+    random_flip: bool = True,
+    random_vflip: bool = False,
+    random_rot90: bool = False,
+) -> Dict[str, torch.Tensor]:
+    """The pair of one uint8 HR crop (H, W, 3): flips drawn from ``generator`` (after the crop position), then
+    ``lr = imresize(hr01, 1/scale)``; both mapped to [-1, 1] (see :func:`make_pair`)."""
     hr = torch.from_numpy(np.array(array, dtype=np.float32)).permute(2, 0, 1) / 255.0
     if random_flip and _randint(2, generator):
         hr = hr.flip(-1)
@@ -399,6 +449,18 @@ def make_pair(
     hr = hr.contiguous()
     lr = imresize(hr, 1.0 / scale)
     return {"hr": hr * 2.0 - 1.0, "lr": lr * 2.0 - 1.0}
+
+
+def decode_for_store(value: Any, preprocess: Optional[str] = None) -> Union[np.ndarray, str]:
+    """One row for :mod:`image_store`: the (H, W, 3) uint8 image :func:`make_pair` would crop (after ``preprocess``),
+    or the reason it would be skipped."""
+    try:
+        image = decode_image(value)
+        if preprocess == "celeba":
+            image = celeba_preprocess(image)
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    except SkippedImage as exc:
+        return str(exc)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -429,17 +491,23 @@ class PairDataset(torch.utils.data.Dataset):
     ``dataset[i]`` is ``{"hr", "lr", "index"}`` (see :func:`make_pair`) or ``None`` when image ``i`` is skipped
     (:class:`SkippedImage`); use :func:`collate_pairs` as the DataLoader's ``collate_fn``. The crop and flips of
     item ``i`` come from a generator seeded with ``pair_seed(seed, epoch, i)``, so a run resumed at an epoch
-    sees the same data. Call :meth:`set_epoch` before each epoch's DataLoader iterator is created (with worker
-    processes, use ``persistent_workers=False`` so the workers get the new epoch).
+    sees the same data. The epoch is the one set by :meth:`set_epoch`, or given with the item:
+    ``dataset[(epoch, i)]``, which is what :class:`EpochTaggedSampler` yields, so that persistent DataLoader
+    workers (whose copies of the dataset never see ``set_epoch``) make the right epoch's crops.
+
+    With ``store`` (an :class:`image_store.ImageStore` of the same rows, see :func:`make_train_dataset`), the crop
+    is read from the extracted pixels instead of decoding the image: the same pairs, without decoding and without
+    holding any image in memory (``dataset`` is then not kept).
 
     Args:
-        dataset: rows with ``image_column``.
+        dataset: rows with ``image_column`` (may be ``None`` with ``store``).
         resolution, scale, random_flip, preprocess, random_vflip, random_rot90: see :func:`make_pair`.
         image_column: the HR image column.
         seed: base seed of the crops.
         cache_images: keep every decoded image in memory after its first use. For small sets (the CPU demo:
             45 photos, ~130 MB decoded) this removes PNG decoding from every step; leave it off for large sets.
-            Each DataLoader worker process holds its own cache.
+            Each DataLoader worker process holds its own cache. Ignored with ``store``.
+        store: extracted images (``preprocess`` already applied to them).
     """
 
     def __init__(
@@ -454,41 +522,60 @@ class PairDataset(torch.utils.data.Dataset):
         random_vflip: bool = False,
         random_rot90: bool = False,
         cache_images: bool = False,
+        store=None,
     ):
         _check_scale_resolution(resolution, scale)
+        _check_preprocess(preprocess)
         if resolution is None:
             raise ValueError("PairDataset needs a fixed resolution (crops must stack into a batch).")
-        check_image_column(dataset, image_column)
-        self.dataset = _undecoded(dataset, image_column)
+        if store is None:
+            check_image_column(dataset, image_column)
+            self.dataset = _undecoded(dataset, image_column)
+        else:
+            if dataset is not None and len(dataset) != len(store):
+                raise ValueError(f"the store holds {len(store)} images but the dataset has {len(dataset)} rows.")
+            self.dataset = None  # workers need only the store: no Arrow table or row cache in them
+        self.store = store
         self.image_column = image_column
         self.resolution, self.scale = int(resolution), int(scale)
         self.random_flip, self.random_vflip, self.random_rot90 = random_flip, random_vflip, random_rot90
         self.preprocess = preprocess
         self.seed = int(seed)
         self.epoch = 0
-        self._cache: Optional[Dict[int, Image.Image]] = {} if cache_images else None
+        self._cache: Optional[Dict[int, Image.Image]] = {} if cache_images and store is None else None
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose crops ``__getitem__`` returns."""
+        """Select the epoch whose crops ``__getitem__`` returns for plain integer indices."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.store) if self.store is not None else len(self.dataset)
 
-    def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
-        index = int(index)
-        generator = torch.Generator().manual_seed(pair_seed(self.seed, self.epoch, index))
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> Optional[Dict[str, Any]]:
+        epoch, index = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (self.epoch, int(item))
+        generator = torch.Generator().manual_seed(pair_seed(self.seed, epoch, index))
         try:
-            image = self._image(index)
-            pair = make_pair(
-                image, self.resolution, self.scale, self.random_flip,
-                self.preprocess, generator, random_vflip=self.random_vflip, random_rot90=self.random_rot90,
-            )
+            if self.store is not None:
+                pair = self._stored_pair(index, generator)
+            else:
+                pair = make_pair(
+                    self._image(index), self.resolution, self.scale, self.random_flip,
+                    self.preprocess, generator, random_vflip=self.random_vflip, random_rot90=self.random_rot90,
+                )
         except SkippedImage as exc:
             logger.debug("skipped image %d: %s", index, exc)
             return None
         pair["index"] = index
         return pair
+
+    def _stored_pair(self, index: int, generator: torch.Generator) -> Dict[str, torch.Tensor]:
+        """:func:`make_pair` on the extracted image ``index``: same draws, the crop read from disk."""
+        size = self.store.size(index)
+        if size is None:
+            raise SkippedImage(self.store.skip_reason(index))
+        top, left, crop_h, crop_w = crop_box(size[0], size[1], self.resolution, self.scale, False, generator)
+        array = self.store.read_crop(index, top, left, crop_h, crop_w)
+        return pair_from_crop(array, self.scale, generator, self.random_flip, self.random_vflip, self.random_rot90)
 
     def _image(self, index: int) -> Any:
         """The row's image value, decoded once and kept when ``cache_images`` is on."""
@@ -604,20 +691,86 @@ def collate_pairs(batch: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     }
 
 
-def make_train_dataset(dataset, resolution: int, scale: int, **kwargs):
+class EpochTaggedSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` for every index of ``sampler``, ``epoch`` read from ``sampler.epoch`` when an epoch's
+    iteration starts. :class:`PairDataset` makes that epoch's crop, so DataLoader workers can persist across epochs
+    (``persistent_workers=True``) and still give exactly the pairs of a fresh run or a resumed one."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch = int(self.sampler.epoch)
+        return ((epoch, int(index)) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def should_extract(extract: Optional[bool], streaming: bool, preprocess: Optional[str]) -> bool:
+    """Whether training reads extracted images (``extract`` None = automatic).
+
+    Automatic: yes for map-style data without preprocessing (DIV2K-like photos, where decoding dominates), no for
+    streams (never stored) and for ``preprocess="celeba"`` (178x218 JPEGs decode and resize at ~200 pairs/s per
+    worker already; the stored 160x160 pixels of CelebA's 202,599 images would take 15.6 GB).
+    """
+    if streaming:
+        if extract:
+            raise ValueError("--extract_images needs a map-style dataset; it cannot be used with --streaming.")
+        return False
+    if extract is not None:
+        return bool(extract)
+    return preprocess in (None, "none")
+
+
+def make_train_dataset(
+    dataset,
+    resolution: int,
+    scale: int,
+    *,
+    extract: Optional[bool] = False,
+    cache_dir: Optional[str] = None,
+    extract_workers: int = 1,
+    **kwargs,
+):
     """:class:`IterablePairDataset` for a streaming ``datasets.IterableDataset``, else :class:`PairDataset`.
 
     ``kwargs`` go to the chosen class; ``shuffle_buffer_size``, ``rank`` and ``world_size`` are dropped for a
     map-style dataset (shuffle and shard it with the DataLoader's sampler / ``accelerator.prepare``).
+
+    Args:
+        extract: for a map-style dataset, decode its images once into an on-disk store beside the ``datasets``
+            cache (:mod:`image_store`; reused while the images and options are unchanged) and crop from it.
+            ``None``: :func:`should_extract` decides.
+        cache_dir: the ``datasets`` cache folder the store goes beside.
+        extract_workers: processes decoding a first extraction.
     """
     import datasets
 
     if isinstance(dataset, datasets.IterableDataset):
+        should_extract(extract, True, kwargs.get("preprocess"))
         kwargs.pop("cache_images", None)  # a stream is read once per epoch: nothing to reuse
         return IterablePairDataset(dataset, resolution, scale, **kwargs)
     for key in ("shuffle_buffer_size", "rank", "world_size"):
         kwargs.pop(key, None)
+    if should_extract(extract, False, kwargs.get("preprocess")):
+        store = open_store(dataset, kwargs.get("image_column", "image"), kwargs.get("preprocess"), cache_dir,
+                           extract_workers)
+        kwargs.pop("cache_images", None)
+        return PairDataset(dataset, resolution, scale, store=store, **kwargs)
     return PairDataset(dataset, resolution, scale, **kwargs)
+
+
+def open_store(dataset, image_column: str = "image", preprocess: Optional[str] = None,
+               cache_dir: Optional[str] = None, num_workers: int = 1):
+    """The :class:`image_store.ImageStore` of ``dataset``'s images (extracted now if not yet; see
+    :func:`image_store.open_or_extract`)."""
+    _check_preprocess(preprocess)
+    check_image_column(dataset, image_column)
+    preprocess = None if preprocess == "none" else preprocess
+    decode = functools.partial(decode_for_store, preprocess=preprocess)
+    return image_store.open_or_extract(_undecoded(dataset, image_column), image_column, decode,
+                                       preprocess=preprocess, cache_dir=cache_dir, num_workers=num_workers)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -669,3 +822,31 @@ def make_validation_pairs(
     if skipped:
         logger.warning("%d validation image(s) skipped, %d kept", skipped, len(pairs))
     return pairs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DataLoader workers
+# ----------------------------------------------------------------------------------------------------------------
+
+WORKER_MMAP_THRESHOLD = 128 * 1024
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: pin glibc's mmap threshold at its default 128 KiB.
+
+    Every pair allocates a few crop-sized buffers (the pread band, float HR, intermediate resize) of 77 KB-1 MB.
+    glibc raises its mmap threshold after the first such block is freed and serves the rest from the heap, whose
+    freed gaps then stayed resident: a worker's own memory (USS) grew by ~14 MB per 64-pair batch without bound
+    (``benchmarks/bench_data.py``). A fixed threshold keeps those blocks mmapped and returned on free; the worker
+    then stays at a constant ~15 MB of its own pages. Does nothing where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return
+    if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
+        libc.mallopt(-3, WORKER_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; setting it also stops the dynamic raise
