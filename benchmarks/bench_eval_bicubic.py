@@ -73,7 +73,7 @@ def write_images(folder: str, n: int, h: int, w: int, source: str) -> str:
 def end_to_end(hr_dir: str, json_path: str, threads: int | None = None) -> tuple[float, int, int]:
     """(wall seconds, peak RSS in bytes, exit status) of one `sradm evaluate --methods bicubic` process."""
     script = shutil.which("sradm")
-    command = [script] if script else [sys.executable, "-m", "sradm_diffusers.cli"]
+    command = [script] if script else [sys.executable, "-m", "sradm_diffusers.commands.cli"]
     command += ["evaluate", "--hr-dir", hr_dir, "--scale", "4", "--methods", "bicubic", "--json", json_path]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if threads:
@@ -97,7 +97,7 @@ def in_process(hr_dir: str, repeats: int, threads: int | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     from sradm_diffusers.metrics import quality as M
-    from sradm_diffusers.metrics.evaluation import Evaluator, iter_folder
+    from sradm_diffusers.commands.evaluate import Evaluator, iter_folder
 
     load_times, compute_times = [], []
     for _ in range(repeats):

@@ -116,8 +116,8 @@ _CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch, diffusers
-import sradm_diffusers.upscale, sradm_diffusers.pipeline
-from sradm_diffusers.cli import main
+import sradm_diffusers.commands.upscale, sradm_diffusers.pipeline
+from sradm_diffusers.commands.cli import main
 from sradm_diffusers.pipeline import SRADMPipeline
 t1 = time.perf_counter()
 if sys.argv[1] == "cuda":

@@ -20,12 +20,13 @@ from PIL import Image, ImageDraw
 
 from sradm_diffusers import DEMO_MODEL, SRADMPipeline
 from sradm_diffusers.metrics.colour import colour_shift
-from sradm_diffusers.metrics.evaluation import center_crop, make_lr, to_uint8_rgb
+from sradm_diffusers.commands.eval_pairs import center_crop, make_lr, to_uint8_rgb
 from sradm_diffusers.extras.fusion import fuse
 from sradm_diffusers.extras.interpolation import interpolate
 from sradm_diffusers.metrics.quality import lr_psnr, psnr_y, to_uint8
 from sradm_diffusers.extras.uncertainty import sample_with_uncertainty, summary_images
-from sradm_diffusers.upscale import folder_images, set_scheduler
+from sradm_diffusers.files import folder_images
+from sradm_diffusers.runtime import set_scheduler
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -60,11 +60,11 @@ def test_freed_heap_pages_are_returned_before_and_after_the_call_and_kept_withou
 
 
 def test_the_command_line_pipeline_keeps_freed_memory_and_trims_only_while_tiling(monkeypatch, model_dir):
-    from sradm_diffusers import upscale
+    from sradm_diffusers.commands import runtime
     from sradm_diffusers.sampling import memory
 
     kept, trims = [], []
-    monkeypatch.setattr(upscale, "keep_freed_memory", lambda: kept.append(True) or True)
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: kept.append(True) or True)
 
     class FakeLibc:
         def malloc_trim(self, pad):
@@ -72,7 +72,7 @@ def test_the_command_line_pipeline_keeps_freed_memory_and_trims_only_while_tilin
 
     monkeypatch.setattr(memory, "_glibc", FakeLibc)
     monkeypatch.setattr(memory, "release_free_heap", lambda: None)  # the memory check's trim, before each call
-    pipe = upscale.load_pipeline(str(model_dir))
+    pipe = runtime.load_pipeline(str(model_dir))
     assert kept == [True]
     lr = torch.rand(1, 3, 16, 16)  # an image in [0, 1]
     run = lambda: pipe(lr, num_inference_steps=2, output_type="pt")  # noqa: E731
@@ -80,5 +80,5 @@ def test_the_command_line_pipeline_keeps_freed_memory_and_trims_only_while_tilin
     assert trims == []  # untiled: nothing to trim, the pages are reused by the next step
     pipe.enable_tiling(tile_size=8, tile_overlap=2)
     run()
-    tiles = len(pipe._tiles(torch.zeros(1, 3, 16, 16)))
+    tiles = len(pipe.tile_plan(16, 16).tiles)
     assert tiles > 1 and trims == [0] * (2 * 2 * tiles)  # before and after every tile of every step

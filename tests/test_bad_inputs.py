@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sradm_diffusers import SRADMPipeline
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 from sradm_diffusers.sampling.memory import MEMORY_LIMIT_ENV, SamplingMemoryError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,7 +376,7 @@ def test_samples_are_batched_to_fit_memory_and_progress_is_shown(tmp_path, model
     assert main(["upscale", str(src), "--samples", "3", "--seed", "7", "--steps", "2", "-o", str(tmp_path / "all"),
                  "--model", model_dir]) == 0
     from sradm_diffusers.sampling.memory import estimate_sampling_bytes
-    from sradm_diffusers.upscale import sample_batches
+    from sradm_diffusers.runtime import sample_batches
 
     pipe = SRADMPipeline.from_pretrained(model_dir)
     one = estimate_sampling_bytes(pipe.unet, 1, 32, 40)
@@ -401,7 +401,7 @@ def test_sigterm_during_a_write_keeps_finished_outputs_and_no_temporary_file(tmp
         _png(tmp_path / "in" / name)
     script = (
         "import os, signal, sys, time, PIL.Image\n"
-        "from sradm_diffusers.cli import main\n"
+        "from sradm_diffusers.commands.cli import main\n"
         "real, calls = PIL.Image.Image.save, []\n"
         "def save(self, fp, *args, **kwargs):\n"
         "    calls.append(fp)\n"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sradm_diffusers.metrics import quality as M
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 from sradm_diffusers.imresize import imresize
 
 SCALE = 4

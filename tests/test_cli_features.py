@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 
 from sradm_diffusers import imresize
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 
 
 def _write(path, h=8, w=10, seed=0):

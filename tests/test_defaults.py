@@ -27,7 +27,7 @@ import torch
 
 from sradm_diffusers import DEFAULT_SAMPLING, DEMO_MODEL, SAMPLE_IMAGE, SamplingSettings, SRADMPipeline
 from sradm_diffusers import defaults
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sradm_diffusers"
@@ -61,7 +61,7 @@ def test_module_imports_neither_torch_nor_diffusers():
 
 def test_documented_values_and_nine_unet_calls(demo):
     assert DEFAULT_SAMPLING == SamplingSettings(scheduler="unipc", steps=11, strength=0.82, lr_consistency=True)
-    from sradm_diffusers.upscale import DTYPES
+    from sradm_diffusers.runtime import DTYPES
 
     assert defaults.DTYPE_NAMES == tuple(DTYPES)  # the CLI's torch-free choices name upscale's dtypes
     assert DEFAULT_SAMPLING.unet_calls() == 9 and defaults.SCHEDULERS["unipc"] == (
@@ -138,7 +138,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_evaluate_scores_what_upscale_writes(tmp_path, capsys):
-    from sradm_diffusers.metrics.evaluation import make_lr
+    from sradm_diffusers.commands.evaluate import make_lr
     from sradm_diffusers.metrics.quality import compute_metrics
 
     hr_dir, lr_dir, out_dir = tmp_path / "hr", tmp_path / "lr", tmp_path / "up"
@@ -182,7 +182,7 @@ def test_evaluate_tiles_as_upscale_does(tmp_path, model_dir, capsys):
     tiles = ["--tile", "16", "--tile-overlap", "2"]
     assert main(["evaluate", "--model", model_dir, "--hr-dir", str(hr_dir), "--scale", "4", "--methods", "sradm",
                  "--json", str(out), *tiles]) == 0
-    from sradm_diffusers.metrics.evaluation import make_lr
+    from sradm_diffusers.commands.evaluate import make_lr
 
     hr = np.asarray(PIL.Image.open(hr_dir / "t.png").convert("RGB"))
     lr = make_lr(torch.from_numpy(hr.copy()).permute(2, 0, 1)[None], 4)[0].permute(1, 2, 0).numpy()
@@ -197,7 +197,7 @@ def test_evaluate_tiles_as_upscale_does(tmp_path, model_dir, capsys):
 
 def test_demo_and_space_open_with_the_defaults_object(tiny_pipe, monkeypatch):
     gr = pytest.importorskip("gradio", reason="the web demo needs the [demo] extra")
-    from sradm_diffusers.demo.runner import DemoRunner
+    from sradm_diffusers.commands.demo.runner import DemoRunner
 
     monkeypatch.setattr(defaults, "DEFAULT_SAMPLING", SamplingSettings("ddim", 7, 0.5, False))
     monkeypatch.setattr(DemoRunner, "from_model", classmethod(lambda cls, model=None, device=None: cls(tiny_pipe)))
@@ -226,19 +226,21 @@ def _imports(path: Path) -> set[str]:
 
 def test_no_front_end_imports_another_for_defaults():
     """The command front ends (and the CLI, which dispatches to them inside main()) read sradm_diffusers.defaults;
-    none imports the CLI or another command's module (the former cycle: cli -> demo -> cli)."""
+    none imports the CLI or another command's module (the former cycle: cli -> demo -> cli). They share only the
+    command layer's runtime (commands.runtime, commands.files, ...)."""
+    commands = PACKAGE / "commands"
     front_ends = {
-        "evaluation": PACKAGE / "evaluation.py", "demo": PACKAGE / "demo",
-        "interpolation": PACKAGE / "interpolation.py", "fusion": PACKAGE / "fusion.py",
+        "upscale": commands / "upscale.py", "evaluate": commands / "evaluate.py", "demo": commands / "demo",
+        "interpolate": commands / "interpolate.py", "fuse": commands / "fuse.py",
     }
     for name, path in front_ends.items():
         files = sorted(path.glob("*.py")) if path.is_dir() else [path]
         imported = set().union(*(_imports(f) for f in files))
-        others = {f"sradm_diffusers.{other}" for other in [*front_ends, "cli"] if other != name}
+        others = {f"sradm_diffusers.commands.{other}" for other in [*front_ends, "cli"] if other != name}
         assert not imported & others, (name, imported & others)
-    cli_top_level = {n.module for n in ast.parse((PACKAGE / "cli.py").read_text()).body if isinstance(n, ast.ImportFrom)}
-    assert "defaults" in cli_top_level and not cli_top_level & {"evaluation", "demo", "interpolation", "fusion"}
-    assert "sradm_diffusers.defaults" in _imports(PACKAGE / "demo" / "runner.py")
+    cli_top_level = {n.module for n in ast.parse((commands / "cli.py").read_text()).body if isinstance(n, ast.ImportFrom)}
+    assert "defaults" in cli_top_level and not cli_top_level & {"evaluate", "demo", "interpolate", "fuse"}
+    assert "sradm_diffusers.defaults" in _imports(commands / "demo" / "runner.py")
 
 
 def test_training_validation_uses_the_table():
@@ -254,7 +256,7 @@ def test_training_validation_uses_the_table():
 
 
 def test_evaluate_reports_progress_and_dpm_sde_by_name(tmp_path, model_dir, capsys, monkeypatch):
-    import sradm_diffusers.metrics.evaluation as evaluation
+    import sradm_diffusers.commands.evaluate as evaluation
 
     monkeypatch.setattr(evaluation, "StepReporter", functools.partial(evaluation.StepReporter, interval=0.0))
     hr_dir = tmp_path / "hr"
@@ -273,9 +275,9 @@ def test_evaluate_reports_progress_and_dpm_sde_by_name(tmp_path, model_dir, caps
 
 
 def test_interpolate_reports_progress(tmp_path, model_dir, capsys, monkeypatch):
-    import sradm_diffusers.upscale as upscale
+    import sradm_diffusers.commands.runtime as runtime
 
-    monkeypatch.setattr(upscale, "StepReporter", functools.partial(upscale.StepReporter, interval=0.0))
+    monkeypatch.setattr(runtime, "StepReporter", functools.partial(runtime.StepReporter, interval=0.0))
     _crop(tmp_path / "in.png", (0, 0, 8, 8))
     assert main(["interpolate", str(tmp_path / "in.png"), "-o", str(tmp_path / "strip.png"), "--frames", "2",
                  "--steps", "2", "--model", model_dir]) == 0
@@ -285,7 +287,7 @@ def test_interpolate_reports_progress(tmp_path, model_dir, capsys, monkeypatch):
 
 
 def test_json_tells_an_exact_match_from_not_computed(tmp_path):
-    from sradm_diffusers.metrics.evaluation import JSON_INFINITY, write_json_atomic
+    from sradm_diffusers.commands.evaluate import JSON_INFINITY, write_json_atomic
 
     write_json_atomic({"lr_psnr": math.inf, "lpips": None, "bad": math.nan, "rows": [math.inf, 1.5]}, tmp_path / "j")
     data = json.loads((tmp_path / "j").read_text())
@@ -294,7 +296,7 @@ def test_json_tells_an_exact_match_from_not_computed(tmp_path):
 
 
 def test_every_option_has_help():
-    from sradm_diffusers.cli import build_parser
+    from sradm_diffusers.commands.cli import build_parser
 
     parser = build_parser()
     (commands,) = [a for a in parser._actions if a.dest == "command"]

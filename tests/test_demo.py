@@ -13,12 +13,13 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers.cli import build_parser
+from sradm_diffusers.commands.cli import build_parser
 from sradm_diffusers.defaults import DEFAULT_SAMPLING
-from sradm_diffusers.demo import DemoRunner
-from sradm_diffusers.demo.runner import MAX_SAMPLES, uncertainty_map
+from sradm_diffusers.commands.demo import DemoRunner
+from sradm_diffusers.commands.demo.runner import MAX_SAMPLES, uncertainty_map
 from sradm_diffusers.imresize import imresize
-from sradm_diffusers.upscale import SCHEDULERS, ImageError, UsageError, resolve_steps, set_scheduler
+from sradm_diffusers.commands.upscale import SCHEDULERS
+from sradm_diffusers.runtime import ImageError, UsageError, resolve_steps, set_scheduler
 
 SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "sradm-demo" / "app.py"
 
@@ -152,7 +153,7 @@ def test_unreadable_files(runner, tmp_path):
 
 def test_handler_outputs_and_errors(runner, lr_file):
     gr = pytest.importorskip("gradio", reason="the web demo needs the [demo] extra")
-    from sradm_diffusers.demo.app import compare_selected, make_handler
+    from sradm_diffusers.commands.demo.app import compare_selected, make_handler
 
     handler = make_handler(runner)
     payload = {"path": str(lr_file), "orig_name": "holiday.png", "url": None}
@@ -201,7 +202,7 @@ def test_lr_consistency_option_is_the_pipelines(runner, tiny_pipe, lr_file, tmp_
 
 def test_page_wiring(runner):
     gr = pytest.importorskip("gradio", reason="the web demo needs the [demo] extra")
-    from sradm_diffusers.demo.app import build_demo
+    from sradm_diffusers.commands.demo.app import build_demo
 
     demo = build_demo(runner)
     (upscale,) = [fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "upscale_handler"]
@@ -226,10 +227,10 @@ def test_cli_options():
 
 
 def test_spaces_app_runs_the_package_demo(monkeypatch):
-    import sradm_diffusers.demo
+    import sradm_diffusers.commands.demo
 
     calls = []
-    monkeypatch.setattr(sradm_diffusers.demo, "launch", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(sradm_diffusers.commands.demo, "launch", lambda **kwargs: calls.append(kwargs))
     runpy.run_path(str(SPACE_APP), run_name="__main__")
     assert calls == [{}]
 
@@ -237,12 +238,12 @@ def test_spaces_app_runs_the_package_demo(monkeypatch):
 def test_cli_without_gradio_names_the_extra(monkeypatch, capsys):
     import sys
 
-    from sradm_diffusers.cli import main
+    from sradm_diffusers.commands.cli import main
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed: importing it raises ImportError
-    import sradm_diffusers.demo
+    import sradm_diffusers.commands.demo
 
-    monkeypatch.delitem(sys.modules, "sradm_diffusers.demo.app", raising=False)
-    monkeypatch.delattr(sradm_diffusers.demo, "app", raising=False)
+    monkeypatch.delitem(sys.modules, "sradm_diffusers.commands.demo.app", raising=False)
+    monkeypatch.delattr(sradm_diffusers.commands.demo, "app", raising=False)
     assert main(["demo"]) == 2
     assert 'pip install "sradm-diffusers[demo]"' in capsys.readouterr().err

@@ -73,7 +73,7 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("log") / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sradm_diffusers.cli", "demo", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "sradm_diffusers.commands.cli", "demo", "--host", "127.0.0.1", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )
     url = f"http://127.0.0.1:{port}/"

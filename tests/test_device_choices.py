@@ -8,7 +8,8 @@ import torch
 
 import sradm_diffusers.sampling.memory as memory
 from sradm_diffusers.cpu import bf16_advice, cpu_flags, native_bf16
-from sradm_diffusers.upscale import AUTO_TILE_PIXELS, DEFAULT_TILE, ImageError, choose_tiling, sample_batches
+from sradm_diffusers.commands.upscale import AUTO_TILE_PIXELS, DEFAULT_TILE, choose_tiling
+from sradm_diffusers.runtime import ImageError, sample_batches
 
 GIB = 2**30
 
@@ -59,8 +60,8 @@ def test_cli_samples_whole_on_a_gpu_with_room(tmp_path, model_dir, free_gpu_memo
     import numpy as np
     from PIL import Image
 
-    import sradm_diffusers.upscale as upscale
-    from sradm_diffusers.cli import main
+    import sradm_diffusers.commands.upscale as upscale
+    from sradm_diffusers.commands.cli import main
     from sradm_diffusers.pipeline import SRADMPipeline
 
     import sradm_diffusers.defaults as defaults

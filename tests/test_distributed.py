@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 
 pytest.importorskip("accelerate")
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def _launch(*args):
         port = probe.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "sradm_diffusers.cli", *map(str, args)]
+           str(port), "-m", "sradm_diffusers.commands.cli", *map(str, args)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -91,7 +91,7 @@ def test_evaluate_gathers_one_table_and_json(photos, model_dir, tmp_path):
 
 
 def test_one_process_takes_everything(monkeypatch):
-    from sradm_diffusers.distributed import ProcessShare
+    from sradm_diffusers.commands.distributed import ProcessShare
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     share = ProcessShare()

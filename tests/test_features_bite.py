@@ -15,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from sradm_diffusers import build_pipeline, imresize
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 
 
 def _ddim_tiny():
@@ -415,7 +415,7 @@ def test_sigint_exits_130_and_leaves_no_output(tmp_path, model_dir):
     script = (
         "import os, signal, sys, time\n"
         "from sradm_diffusers import SRADMPipeline\n"
-        "from sradm_diffusers.cli import main\n"
+        "from sradm_diffusers.commands.cli import main\n"
         "def interrupted(self, *args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(30)\n"
@@ -436,11 +436,11 @@ def test_sigint_exits_130_and_leaves_no_output(tmp_path, model_dir):
 
 
 def test_progress_is_at_most_one_line_per_10_seconds(monkeypatch, capsys):
-    from sradm_diffusers import upscale
+    from sradm_diffusers.commands import runtime
 
     clock = [100.0]
-    monkeypatch.setattr(upscale.time, "monotonic", lambda: clock[0])
-    reporter = upscale.StepReporter()
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: clock[0])
+    reporter = runtime.StepReporter()
     reporter.start("image 1/1", 40)
     printed_at = []
     for step in range(40):  # a step every 3 s
@@ -502,7 +502,7 @@ def test_a_complete_export_killed_mid_swap_is_finished_by_the_next_run(tmp_path)
 RECORDING_LAUNCHER = """
 import json, os, sys
 from sradm_diffusers import SRADMPipeline
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 
 original = SRADMPipeline.__call__
 

@@ -30,22 +30,22 @@ def _raises(error, fn, *args, **kwargs) -> str:
 
 
 def test_fusion_mask_kinds_and_their_errors():
-    from sradm_diffusers.extras.fusion import _mask_tensor
+    from sradm_diffusers.extras.fusion import mask_tensor
 
     eight = np.zeros((4, 6), np.uint8)
     eight[:, :3] = 255
     expected = torch.from_numpy((eight / 255.0).astype(np.float32))[None, None]
     for mask in (eight, PIL.Image.fromarray(eight), PIL.Image.fromarray(eight).convert("RGB"),
                  torch.from_numpy(eight / 255.0), (eight / 255.0).astype(np.float64)):
-        out = _mask_tensor(mask, 4, 6)
+        out = mask_tensor(mask, 4, 6)
         assert out.shape == (1, 1, 4, 6) and out.dtype == torch.float32
         torch.testing.assert_close(out, expected)
-    assert _raises(ValueError, _mask_tensor, eight, 4, 5) == (
+    assert _raises(ValueError, mask_tensor, eight, 4, 5) == (
         "mask has shape (4, 6); pass one (H, W) mask of the HR size (4, 5).")
-    assert _raises(ValueError, _mask_tensor, torch.zeros(2, 4, 6), 4, 6) == (
+    assert _raises(ValueError, mask_tensor, torch.zeros(2, 4, 6), 4, 6) == (
         "mask has shape (2, 4, 6); pass one (H, W) mask of the HR size (4, 6).")
     for bad in (torch.full((4, 6), -0.5), torch.full((4, 6), 1.5)):
-        assert _raises(ValueError, _mask_tensor, bad, 4, 6) == (
+        assert _raises(ValueError, mask_tensor, bad, 4, 6) == (
             "mask values must lie in [0, 1] (or 0..255 for an 8-bit image).")
 
 
@@ -136,9 +136,9 @@ def test_frames_to_strip_places_frames_left_to_right():
 
 
 def test_cli_interpolate_errors(tmp_path, model_dir, capsys):
-    from sradm_diffusers.cli import main
-    from sradm_diffusers.extras.interpolation import run_interpolate
-    from sradm_diffusers.upscale import UsageError
+    from sradm_diffusers.commands.cli import main
+    from sradm_diffusers.commands.interpolate import run_interpolate
+    from sradm_diffusers.runtime import UsageError
 
     PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
     assert _raises(UsageError, run_interpolate, str(tmp_path / "a.png"), str(tmp_path / "x.png"), model=model_dir,
@@ -248,8 +248,8 @@ def test_truncated_timesteps_are_the_last_int_steps_times_strength(pipe, schedul
 
 
 def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
-    from sradm_diffusers.extras.fusion import run_fuse
-    from sradm_diffusers.upscale import UsageError
+    from sradm_diffusers.commands.fuse import run_fuse
+    from sradm_diffusers.runtime import UsageError
 
     PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
     PIL.Image.new("RGB", (32, 24)).save(tmp_path / "ref.png")

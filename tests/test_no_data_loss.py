@@ -22,7 +22,7 @@ import PIL.Image
 import pytest
 import torch
 
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 from sradm_diffusers.sampling.memory import MEMORY_LIMIT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_character_device_at_the_json_path_is_refused_and_kept(tmp_path, capsys)
 
 def test_atomic_writer_refuses_a_device_a_fifo_a_folder_and_a_looping_link(tmp_path):
     """Only nodes made in tmp_path: a test must never point a writer at a system device such as /dev/null."""
-    from sradm_diffusers.atomic import NotARegularFileError, replacing
+    from sradm_diffusers.commands.atomic import NotARegularFileError, replacing
 
     loop = tmp_path / "loop.json"
     loop.symlink_to(loop)
@@ -215,7 +215,7 @@ def test_atomic_writer_refuses_a_device_a_fifo_a_folder_and_a_looping_link(tmp_p
 
 # ----------------------------------------------------------------------------------------------------- item 5
 def test_absurdly_small_tiles_are_refused_with_the_minimum(tmp_path, model_dir, capsys):
-    from sradm_diffusers.upscale import MIN_TILE
+    from sradm_diffusers.commands.upscale import MIN_TILE
 
     photo = _png(tmp_path / "p.png", 64, 64)
     for tile in (MIN_TILE - 1, 1):
@@ -320,10 +320,10 @@ def test_interpolate_on_a_full_disk_says_so_and_leaves_nothing(tmp_path, model_d
 
 # ----------------------------------------------------------------------------------------------------- item 8
 def test_fuse_mask_rule_is_the_same_for_every_type():
-    from sradm_diffusers.extras.fusion import _mask_tensor
+    from sradm_diffusers.extras.fusion import mask_tensor
 
     def values(mask):
-        return _mask_tensor(mask, 2, 3)[0, 0]
+        return mask_tensor(mask, 2, 3)[0, 0]
 
     ones = np.array([[0, 1, 1], [0, 0, 1]], np.uint8)
     expected = torch.from_numpy(ones.astype(np.float32))

@@ -2,7 +2,7 @@
 
 - ```python blocks: each one in a fresh interpreter, in an empty temporary folder, offline. Lines that need a GPU
   are written under ``if torch.cuda.is_available():`` in the README, so they run where there is one.
-- ```bash blocks: every line is classified. ``sradm`` commands are run (``python -m sradm_diffusers.cli``) in a
+- ```bash blocks: every line is classified. ``sradm`` commands are run (``python -m sradm_diffusers.commands.cli``) in a
   temporary folder that links the clone's ``src/`` (so relative paths in them resolve), and must write nothing but
   what they name; the others are left out for a stated reason (installing, the test suite itself, a server, the
   training runs and the demo-set evaluations that take hours). A new command line in the README must fall into one
@@ -106,7 +106,7 @@ def _classify(command: str) -> str | None:
 def test_sradm_command_runs_as_pasted(command, tmp_path):
     (tmp_path / "src").symlink_to(ROOT / "src")  # the clone's relative paths, with the outputs in tmp_path
     args = shlex.split(command)[1:]
-    result = subprocess.run([sys.executable, "-m", "sradm_diffusers.cli", *args], cwd=tmp_path, env=_env(),
+    result = subprocess.run([sys.executable, "-m", "sradm_diffusers.commands.cli", *args], cwd=tmp_path, env=_env(),
                             capture_output=True, text=True)
     assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()

@@ -12,7 +12,7 @@ HEAVY = ("torch", "diffusers", "numpy", "transformers", "accelerate", "PIL")
 
 _RUN_CLI = """
 import json, sys
-from sradm_diffusers.cli import main
+from sradm_diffusers.commands.cli import main
 try:
     status = main(sys.argv[1:])
 except SystemExit as exit_:

@@ -331,7 +331,7 @@ def _write_png(path, height, width):
 
 
 def test_cli_tile_option_gives_the_api_result(tmp_path, model_dir):
-    from sradm_diffusers.cli import main
+    from sradm_diffusers.commands.cli import main
 
     image = _write_png(tmp_path / "p.png", 20, 30)
     assert main(["upscale", str(tmp_path / "p.png"), "--model", model_dir, "--steps", "2", "--seed", "0",
@@ -348,8 +348,8 @@ def test_cli_tile_option_gives_the_api_result(tmp_path, model_dir):
 
 def test_cli_tiles_large_inputs_automatically_and_says_so(tmp_path, model_dir, capsys, monkeypatch):
     import sradm_diffusers.defaults as defaults
-    import sradm_diffusers.upscale as upscale
-    from sradm_diffusers.cli import main
+    import sradm_diffusers.commands.upscale as upscale
+    from sradm_diffusers.commands.cli import main
 
     for module in (defaults, upscale):  # the policy (defaults.choose_tiling) and upscale's message
         monkeypatch.setattr(module, "AUTO_TILE_PIXELS", 100)
@@ -374,7 +374,7 @@ def test_cli_tiles_large_inputs_automatically_and_says_so(tmp_path, model_dir, c
      (["--tile-overlap", "64"], "less than half")],
 )
 def test_cli_bad_tile_options_exit_2_in_one_line(tmp_path, model_dir, capsys, extra, message):
-    from sradm_diffusers.cli import main
+    from sradm_diffusers.commands.cli import main
 
     _write_png(tmp_path / "p.png", 8, 8)
     assert main(["upscale", str(tmp_path / "p.png"), "--model", model_dir, *extra]) == 2

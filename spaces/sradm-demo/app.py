@@ -3,7 +3,7 @@
 Spaces runs `python app.py` and sets GRADIO_SERVER_NAME/GRADIO_SERVER_PORT; launch() leaves both to Gradio.
 """
 
-from sradm_diffusers.demo import launch
+from sradm_diffusers.commands.demo import launch
 
 if __name__ == "__main__":
     launch()

@@ -30,22 +30,36 @@ MOVED = {
     "fusion": "extras.fusion",
     "lpips": "metrics.lpips",
     "colour": "metrics.colour",
-    "evaluation": "metrics.evaluation",
     "evaluate_metric": "metrics.evaluate_metric",
+    "evaluation": "commands.evaluate",
+    "upscale": "commands.upscale",
+    "cli": "commands.cli",
+    "atomic": "commands.atomic",
+    "distributed": "commands.distributed",
+    "demo": "commands.demo",
 }
+
+
+def _new_name(fullname: str) -> str | None:
+    """The new name of ``sradm_diffusers.<old>`` or of a module inside an old package (``demo.app``); else None."""
+    prefix = PACKAGE + "."
+    if not fullname.startswith(prefix):
+        return None
+    old = fullname[len(prefix):]
+    for moved, new in MOVED.items():
+        if old == moved or old.startswith(moved + "."):
+            return f"{PACKAGE}.{new}{old[len(moved):]}"
+    return None
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds ``sradm_diffusers.<old>`` and loads it as the module at its new place."""
 
     def find_spec(self, fullname, path=None, target=None):
-        prefix = PACKAGE + "."
-        if not fullname.startswith(prefix) or fullname[len(prefix):] not in MOVED:
-            return None
-        return importlib.util.spec_from_loader(fullname, self)
+        return importlib.util.spec_from_loader(fullname, self) if _new_name(fullname) else None
 
     def create_module(self, spec):
-        new = f"{PACKAGE}.{MOVED[spec.name[len(PACKAGE) + 1:]]}"
+        new = _new_name(spec.name)
         warnings.warn(
             f"{spec.name} moved to {new}; import it from there (the old path goes away in version 0.3).",
             FutureWarning, stacklevel=2,
@@ -62,4 +76,4 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install() -> None:
     """Add the finder to ``sys.meta_path`` once per process."""
     if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
-        sys.meta_path.append(_Alias())
+        sys.meta_path.insert(0, _Alias())  # first: a module inside a moved package must not load twice

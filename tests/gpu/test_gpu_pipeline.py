@@ -116,7 +116,7 @@ def test_tiling_on_cuda_matches_the_whole_image(photo):
 
 
 def test_cli_upscale_on_cuda(tmp_path, photo, cpu_result):
-    from sradm_diffusers.cli import main
+    from sradm_diffusers.commands.cli import main
 
     photo.save(tmp_path / "p.png")
     assert main(["upscale", str(tmp_path / "p.png"), "--device", "cuda", "--scheduler", "ddim", "--steps", str(STEPS),

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from ..upscale import UsageError
+from ..runtime import UsageError
 from .runner import DemoResult, DemoRunner
 
 

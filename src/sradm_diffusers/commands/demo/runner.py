@@ -16,21 +16,13 @@ from typing import Callable
 import numpy as np
 import PIL.Image
 
-from .. import defaults
-from ..defaults import LR_CONSISTENCY, MAX_SEED, SCHEDULERS, default_steps, make_scheduler
-from ..image_processing import postprocess, preprocess
-from ..imresize import imresize
-from ..sampling.rrdb_start import check_strength
-from ..upscale import (
-    ImageError,
-    OutputPlan,
-    UsageError,
-    load_image,
-    load_pipeline,
-    resolve_device,
-    sample_generators,
-    write_image_atomic,
-)
+from ... import defaults
+from ...defaults import LR_CONSISTENCY, MAX_SEED, SCHEDULERS, default_steps, make_scheduler
+from ...image_processing import postprocess, preprocess
+from ...imresize import imresize
+from ...sampling.rrdb_start import check_strength
+from ..runtime import ImageError, UsageError, load_pipeline, resolve_device, sample_generators
+from ..files import OutputPlan, load_image, write_image_atomic
 
 MAX_SAMPLES = 4
 """Most SR samples one request may ask for."""

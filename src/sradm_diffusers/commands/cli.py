@@ -1,7 +1,7 @@
 """The ``sradm`` command: ``upscale``, ``evaluate``, ``interpolate``, ``fuse``, ``demo`` (argument parsing only).
 
-The work is done in :mod:`sradm_diffusers.upscale`, :mod:`sradm_diffusers.metrics.evaluation` and
-:mod:`sradm_diffusers.demo`. Exit status: 0 success,
+The work is done in the subcommands' modules beside this one (:mod:`.upscale`, :mod:`.evaluate`,
+:mod:`.interpolate`, :mod:`.fuse`, :mod:`.demo`), imported only to run them. Exit status: 0 success,
 1 some image failed (each failure is one ``error: <path>: <reason>`` line on stderr), 2 bad options or model
 (one line on stderr), 130 interrupted (SIGINT), 143 terminated (SIGTERM). Both signals stop at once, keep the
 outputs already written and remove the temporary file of a write in progress.
@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 
-from .resources import SAMPLE_IMAGE
-from .defaults import (
+from ..defaults import (
     AUTO_TILE_PIXELS, DEFAULT_SAMPLING, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, DTYPE_NAMES, FAST_SAMPLER_STEPS,
-    LR_CONSISTENCY, MAX_SEED, SCHEDULERS,
+    LR_CONSISTENCY, MAX_SEED, MIN_TILE, SCHEDULERS,
 )
-from .upscale import DEFAULT_MODEL, MIN_TILE, UsageError, check_output_file, one_line
+from ..resources import SAMPLE_IMAGE
+from .files import check_output_file
+from .runtime import DEFAULT_MODEL, UsageError, one_line
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
 
@@ -127,7 +128,7 @@ def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_he
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -330,14 +331,14 @@ def main(argv: list[str] | None = None) -> int:
                 tile=args.tile, tile_overlap=args.tile_overlap, strength=args.strength,
             )
         if args.command == "interpolate":
-            from .extras.interpolation import run_interpolate
+            from .interpolate import run_interpolate
 
             return run_interpolate(
                 args.input, args.output, model=args.model, frames=args.frames, seeds=tuple(args.seeds),
                 steps=args.steps, device=args.device, lr_consistency=args.lr_consistency,
             )
         if args.command == "fuse":
-            from .extras.fusion import run_fuse
+            from .fuse import run_fuse
 
             return run_fuse(
                 args.input, args.reference, args.mask, args.output, model=args.model, feather=args.feather,
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
             launch(model=args.model, host=args.host, port=args.port, device=args.device)
             return EXIT_OK
-        from .metrics.evaluation import run_evaluate
+        from .evaluate import run_evaluate
 
         if args.lr_dir is not None and args.hr_dir is None:
             raise UsageError("--lr-dir needs --hr-dir (with --dataset, LR images are always made with imresize).")

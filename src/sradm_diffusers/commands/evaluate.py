@@ -42,250 +42,35 @@ model's own) beside its class (``scheduler_class``), with ``steps``, ``strength`
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
-import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
 
-import numpy as np
 import torch
 
-from .. import upscale as _upscale
-from ..atomic import replacing
-from ..defaults import AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, choose_tiling
-from ..distributed import ProcessShare
-from ..upscale import (
-    ImageError,
-    StepReporter,
-    UsageError,
-    folder_images,
-    load_image,
-    load_pipeline,
-    one_line,
-    resolve_device,
-    sample_generators,
+from ..defaults import (
+    AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, choose_tiling, dtype_problem,
+)
+from .distributed import ProcessShare
+from .eval_pairs import EvalImage, iter_dataset, iter_folder, load_eval_dataset, make_lr  # noqa: F401 - make_lr: API
+from .eval_report import (  # noqa: F401 - JSON_INFINITY, format_table: API
+    JSON_INFINITY, METRICS, format_table, summarize, write_json_atomic,
+)
+from .files import folder_images
+from .runtime import (
+    DEFAULT_MODEL, ImageError, StepReporter, UsageError, load_pipeline, one_line, resolve_device, resolve_steps,
+    sample_generators, set_scheduler,
 )
 
-JSON_INFINITY = "inf"
-"""What ``--json`` writes for an infinite PSNR (an exact match); ``null`` is reserved for "not computed"."""
 
 METHODS = ("bicubic", "rrdb", "sradm")
-METRICS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr", "lpips")
-METHOD_TITLES = {"bicubic": "Bicubic", "rrdb": "RRDB", "sradm": "SRADM", "sradm_mean": "SRADM mean of K"}
-TABLE_COLUMNS = (  # (title, metric key, format)
-    ("PSNR", "psnr_rgb", "{:.2f}"),
-    ("SSIM", "ssim_rgb", "{:.4f}"),
-    ("LPIPS", "lpips", "{:.4f}"),
-    ("LR-PSNR", "lr_psnr", "{:.2f}"),
-    ("PSNR-Y", "psnr_y", "{:.2f}"),
-    ("SSIM-Y", "ssim_y", "{:.4f}"),
-)
-
-
-@dataclass
-class EvalImage:
-    """One evaluation item: uint8 HR (1,3,H,W) and LR (1,3,H/s,W/s), or the reason it failed."""
-
-    name: str
-    hr: torch.Tensor | None = None
-    lr: torch.Tensor | None = None
-    error: str | None = None
-    note: str | None = None
-    """Said in one line but not an error (e.g. an image smaller than ``--center-crop``, evaluated whole)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def to_uint8_rgb(image) -> torch.Tensor:
-    """PIL image of any mode -> uint8 (1, 3, H, W), converted as the pipeline converts its input."""
-    from ..image_processing import preprocess
-    from .quality import to_uint8
-
-    try:
-        return to_uint8(preprocess(image))
-    except (TypeError, ValueError) as error:
-        raise ImageError(one_line(error)) from error
-
-
-def crop_to_multiple(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Crop (..., H, W) at the bottom/right to multiples of ``scale``. Raises ImageError if nothing is left."""
-    h, w = hr.shape[-2] // scale * scale, hr.shape[-1] // scale * scale
-    if h == 0 or w == 0:
-        raise ImageError(f"image {hr.shape[-1]}x{hr.shape[-2]} is smaller than the scale {scale}")
-    return hr[..., :h, :w]
-
-
-def center_crop(hr: torch.Tensor, size: int, scale: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` window of (..., H, W) (smaller sides are kept whole); ``size`` must be a
-    multiple of ``scale`` and the result keeps H, W multiples of ``scale``."""
-    h, w = min(size, hr.shape[-2]) // scale * scale, min(size, hr.shape[-1]) // scale * scale
-    top, left = (hr.shape[-2] - h) // 2, (hr.shape[-1] - w) // 2
-    return hr[..., top : top + h, left : left + w]
-
-
-def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """uint8 HR (B,3,H,W), H and W multiples of ``scale`` -> uint8 LR ``imresize(hr, 1/scale)`` computed in float64,
-    rounded half up and clamped (MATLAB's conversion to uint8; the rounding ``metrics.lr_psnr`` applies)."""
-    from ..imresize import imresize
-
-    return torch.floor(imresize(hr.to(torch.float64), 1.0 / scale).clamp(0, 255) + 0.5).to(torch.uint8)
-
-
-def _pair(name: str, hr_source, scale: int, lr_source=None, crop: int | None = None) -> EvalImage:
-    """Load (and crop / make the LR of) one item; any problem becomes ``EvalImage.error``."""
-    try:
-        hr = crop_to_multiple(to_uint8_rgb(load_image(hr_source)), scale)
-        note = None
-        if crop is not None:
-            full = hr.shape[-1], hr.shape[-2]
-            hr = center_crop(hr, crop, scale)
-            if hr.shape[-2:] != (crop, crop):
-                note = (f"{full[0]}x{full[1]} is smaller than --center-crop {crop}; evaluated on its central "
-                        f"{hr.shape[-1]}x{hr.shape[-2]}")
-        if lr_source is None:
-            lr = make_lr(hr, scale)
-        else:
-            lr = to_uint8_rgb(load_image(lr_source))
-            want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
-            if tuple(hr.shape[-2:]) != want:
-                raise ImageError(
-                    f"HR is {hr.shape[-1]}x{hr.shape[-2]} (after cropping to a multiple of {scale}) but the LR "
-                    f"{lr.shape[-1]}x{lr.shape[-2]} needs an HR of {want[1]}x{want[0]} at scale {scale}"
-                )
-        return EvalImage(name, hr=hr, lr=lr, note=note)
-    except ImageError as error:
-        return EvalImage(name, error=str(error))
-
-
-def _lr_file(lr_dir: str, hr_name: str, scale: int) -> str:
-    """The LR file of ``hr_name``: the same name, else DIV2K's ``<stem>x<s><ext>``, else a same-stem image."""
-    stem, ext = os.path.splitext(hr_name)
-    for candidate in (hr_name, f"{stem}x{scale}{ext}"):
-        if os.path.isfile(os.path.join(lr_dir, candidate)):
-            return os.path.join(lr_dir, candidate)
-    for path in folder_images(lr_dir):
-        if os.path.splitext(os.path.basename(path))[0] in (stem, f"{stem}x{scale}"):
-            return path
-    raise ImageError(f"no LR image {hr_name} (or {stem}x{scale}{ext}) in --lr-dir {lr_dir}")
-
-
-def iter_folder(
-    hr_dir: str, scale: int, lr_dir: str | None = None, limit: int | None = None, crop: int | None = None,
-    indices: range | None = None,
-) -> Iterator[EvalImage]:
-    """Items of an HR folder (image files sorted by name), LR from ``lr_dir`` or made with :func:`make_lr`
-    (optionally from the central ``crop`` x ``crop`` window of each HR image); only those at ``indices`` if given."""
-    for index, path in enumerate(folder_images(hr_dir)[:limit]):
-        if indices is not None and index not in indices:
-            continue
-        name = os.path.basename(path)
-        if lr_dir is None:
-            yield _pair(name, path, scale, crop=crop)
-            continue
-        try:
-            lr_path = _lr_file(lr_dir, name, scale)
-        except ImageError as error:
-            yield EvalImage(name, error=str(error))
-            continue
-        yield _pair(name, path, scale, lr_path)
-
-
-def load_eval_dataset(name: str, split: str | None, image_column: str, cache_dir: str | None = None):
-    """One split of a ``datasets`` data set with ``image_column`` left undecoded (so a corrupt image fails alone).
-
-    ``name``: a local folder (``imagefolder``, streamed from disk), a local ``.parquet`` file (streamed) or a Hub
-    id (loaded and cached). ``split`` None picks "test", else "validation", else the only split.
-
-    Returns:
-        (iterable dataset, split name).
-    Raises:
-        UsageError: missing data set, unknown split or column.
-    """
-    import datasets
-
-    local = os.path.exists(name)
-    if local and os.path.isdir(name):
-        builder, kwargs = "imagefolder", dict(data_dir=name, drop_labels=True)
-    elif local and name.endswith(".parquet"):
-        builder, kwargs = "parquet", dict(data_files={"train": name})
-    elif local:
-        raise UsageError(f"--dataset {name!r} is a file but not .parquet; pass a folder of images or a Hub id.")
-    else:
-        builder, kwargs = name, {}
-    try:
-        if split is None:
-            names = datasets.get_dataset_split_names(builder, **kwargs)
-            split = next((s for s in ("test", "validation") if s in names), names[0] if len(names) == 1 else None)
-            if split is None:
-                raise UsageError(f"--dataset {name!r} has the splits {names}; choose one with --split.")
-        data = datasets.load_dataset(builder, split=split, streaming=local, cache_dir=cache_dir, **kwargs)
-    except UsageError:
-        raise
-    except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot load it"
-        raise UsageError(f"cannot load --dataset {name!r} (split {split!r}): {one_line(error)}") from error
-    columns = list(data.features) if data.features is not None else None
-    if columns is not None and image_column not in columns:
-        raise UsageError(f"--image-column {image_column!r} is not a column of {name!r}; its columns: {columns}.")
-    if columns is not None and isinstance(data.features[image_column], datasets.Image):
-        data = data.cast_column(image_column, datasets.Image(decode=False))
-    return data, split
-
-
-def _dataset_source(value):
-    """A dataset cell -> (something :func:`load_image` opens, its file name or None)."""
-    import PIL.Image
-
-    if isinstance(value, dict):
-        path = value.get("path")
-        if value.get("bytes") is not None:
-            return io.BytesIO(value["bytes"]), os.path.basename(path) if path else None
-        if path:
-            return path, os.path.basename(path)
-    if isinstance(value, (bytes, bytearray)):
-        return io.BytesIO(value), None
-    if isinstance(value, str):
-        return value, os.path.basename(value)
-    if isinstance(value, PIL.Image.Image):
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        buffer.seek(0)
-        return buffer, None
-    if isinstance(value, np.ndarray):
-        return _dataset_source(PIL.Image.fromarray(value))
-    raise ImageError(f"unsupported image value of type {type(value).__name__}")
-
-
-def iter_dataset(
-    data, split: str, image_column: str, scale: int, limit: int | None = None, crop: int | None = None,
-    indices: range | None = None,
-) -> Iterator[EvalImage]:
-    """Items of a loaded data set (see :func:`load_eval_dataset`), named by file name or ``<split>[<index>]``;
-    only those at ``indices`` if given (names still count every row, so they match an unsplit run)."""
-    seen: set[str] = set()
-    for index, row in enumerate(data):
-        if limit is not None and index >= limit:
-            break
-        fallback = f"{split}[{index}]"
-        try:
-            source, name = _dataset_source(row[image_column])
-        except ImageError as error:
-            if indices is None or index in indices:
-                yield EvalImage(fallback, error=str(error))
-            continue
-        name = name or fallback
-        if name in seen:
-            name = f"{name} ({fallback})"
-        seen.add(name)
-        if indices is None or index in indices:
-            yield _pair(name, source, scale, crop=crop)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -335,7 +120,7 @@ class Evaluator:
         """uint8 LR (1,3,h,w) -> uint8 SR (K,3,s*h,s*w) (K = 1 except for sradm)."""
         from ..image_processing import preprocess
         from ..imresize import imresize
-        from .quality import to_uint8
+        from ..metrics.quality import to_uint8
 
         lr_hwc = lr[0].permute(1, 2, 0).numpy()
         if method == "bicubic":
@@ -371,7 +156,7 @@ class Evaluator:
 
     def score(self, item: EvalImage) -> dict[str, dict[str, float | None]]:
         """{method: {metric: value}} for one loaded item; values are means over the K samples."""
-        from .quality import compute_metrics, diversity_std
+        from ..metrics.quality import compute_metrics, diversity_std
 
         results = {}
         for method in self.methods:
@@ -390,91 +175,6 @@ class Evaluator:
         return results
 
 
-def mean_of(rows: list[dict[str, float | None]], key: str) -> float | None:
-    """Mean of ``row[key]`` over rows; None if there are no rows or any value is None."""
-    values = [row.get(key) for row in rows]
-    if not values or any(v is None for v in values):
-        return None
-    return float(sum(values) / len(values))
-
-
-def summarize(per_image: dict, failed: dict, methods: list[str], scale: int, config: dict) -> dict:
-    """The result dict (the JSON): means per method over the images in ``per_image``."""
-    summary = {}
-    if any("sradm_mean" in scores for scores in per_image.values()):
-        methods = [*methods, "sradm_mean"]
-    for method in methods:
-        rows = [scores[method] for scores in per_image.values()]
-        keys = list(METRICS) + (["diversity_std"] if any("diversity_std" in r for r in rows) else [])
-        summary[method] = {key: mean_of(rows, key) for key in keys}
-    return {
-        "scale": scale,
-        "n_images": len(per_image),
-        "n_failed": len(failed),
-        "methods": summary,
-        "per_image": per_image,
-        "failed": failed,
-        "config": config,
-    }
-
-
-def _json_safe(value):
-    """JSON has no infinity: +inf becomes :data:`JSON_INFINITY`, NaN and -inf None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return JSON_INFINITY if value == math.inf else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json_atomic(data: dict, path: str) -> None:
-    """Write ``data`` as JSON via ``.<name>.tmp-<pid>`` in the same folder and :func:`os.replace`."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(_json_safe(data), handle, indent=2, allow_nan=False)
-        handle.write("\n")
-
-
-def _fmt(value: float | None, pattern: str) -> str:
-    if value is None:
-        return "n/a"
-    if not math.isfinite(value):
-        return "inf"
-    return pattern.format(value)
-
-
-def format_table(result: dict) -> str:
-    """The paper-style table of ``result`` (from :func:`summarize`), with a footer on images and failures."""
-    header = ["Method"] + [title for title, _, _ in TABLE_COLUMNS]
-    rows = [
-        [METHOD_TITLES[m]] + [_fmt(scores.get(key), fmt) for _, key, fmt in TABLE_COLUMNS]
-        for m, scores in result["methods"].items()
-    ]
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-
-    def line(cells):
-        return " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    out = [line(header), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows]
-    scale = result["scale"]
-    out.append(
-        f"x{scale}, {result['n_images']} image(s) (HR cropped at the bottom/right to multiples of {scale}), "
-        f"{result['n_failed']} failed."
-    )
-    config = result["config"]
-    sradm = result["methods"].get("sradm")
-    if sradm is not None:
-        text = f"SRADM: {config['sampling']}, {config['samples']} sample(s)/image, seed {config['seed']}"
-        if sradm.get("diversity_std") is not None:
-            text += f", diversity std {sradm['diversity_std']:.3f} (0..255)"
-        out.append(text + ".")
-    for name, reason in result["failed"].items():
-        out.append(f"failed: {name}: {reason}")
-    return "\n".join(out)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------------------------
@@ -482,7 +182,7 @@ def format_table(result: dict) -> str:
 
 def _load_lpips_quietly(device) -> object:
     """:func:`load_lpips`; its one-time warning is printed as one ``warning:`` line."""
-    from .quality import load_lpips
+    from ..metrics.quality import load_lpips
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -539,7 +239,7 @@ def sampling_settings(
     """The sradm sampling of ``sradm evaluate``, resolved by ``sradm upscale``'s rule
     (:func:`~sradm_diffusers.defaults.resolve_sampling`); bad values are a :class:`UsageError`."""
     from ..defaults import resolve_sampling
-    from ..upscale import check_sampling_options
+    from .runtime import check_sampling_options
 
     check_sampling_options(samples, seed, tile, tile_overlap)
     try:
@@ -553,8 +253,8 @@ def _prepare_sampler(pipe, settings: SamplingSettings) -> int:
     """Put the settings' scheduler into ``pipe`` (as ``sradm upscale`` does) and return the checked step count."""
     from ..sampling.rrdb_start import check_strength
 
-    _upscale.set_scheduler(pipe, settings.scheduler)
-    num_steps = _upscale.resolve_steps(pipe, settings.steps)
+    set_scheduler(pipe, settings.scheduler)
+    num_steps = resolve_steps(pipe, settings.steps)
     try:
         check_strength(settings.strength, num_steps)
     except (TypeError, ValueError) as error:
@@ -633,14 +333,14 @@ def run_evaluate(
     if center_crop is not None and lr_dir is not None:
         raise UsageError("--center-crop cannot be combined with --lr-dir (the LR files are used as given).")
     needs_model = any(m != "bicubic" for m in methods)
-    model = model if model is not None else _upscale.DEFAULT_MODEL
+    model = model if model is not None else DEFAULT_MODEL
 
     settings = sampling_settings(scheduler, steps, strength, lr_consistency, samples, seed, tile, tile_overlap)
 
     share = ProcessShare()  # under `accelerate launch`, this process's part of the images
     torch_device = share.device(device, resolve_device)
-    if needs_model and _upscale.dtype_problem(dtype, torch_device.type) is not None:
-        raise UsageError(_upscale.dtype_problem(dtype, torch_device.type))
+    if needs_model and dtype_problem(dtype, torch_device.type) is not None:
+        raise UsageError(dtype_problem(dtype, torch_device.type))
     pipe, num_steps = None, None
     if needs_model:
         pipe = load_pipeline(model, torch_device, dtype)

@@ -1,0 +1,269 @@
+"""``sradm upscale``: super-resolve image files with an :class:`~sradm_diffusers.SRADMPipeline`.
+
+What it does, and the choices it makes:
+
+- **Inputs** (``INPUT...``): image files, folders (their image files, sorted by name, not recursive, hidden files
+  skipped) and glob patterns (expanded with :func:`glob.glob`, sorted; only files with an image extension are kept).
+  An argument that names an existing path is taken literally even if it contains ``*``/``?``/``[``. The same file
+  named twice is processed once. A folder or pattern does not pick up this command's earlier outputs: a file named
+  ``<stem>_x<s>.png`` / ``<stem>_x<s>_<k>.png`` next to an input ``<stem>.<ext>`` is left out (and replaced);
+  name such a file explicitly to upscale it again.
+- **Loading**: ``PIL.Image.open`` + ``load``, then :func:`PIL.ImageOps.exif_transpose`, so a photo is upscaled the
+  way viewers show it (upright) and the output carries no orientation tag. Modes are converted by
+  :mod:`sradm_diffusers.image_processing`: greyscale becomes RGB, **transparency is composited on white** and the
+  output is RGB without alpha.
+- **Outputs**: ``<stem>_x<s>.png`` (``s`` = the model's ``upscale_factor``) next to the input, or in ``-o DIR``;
+  with ``--samples K`` (K > 1), K files ``<stem>_x<s>_<k>.png``, ``k = 0..K-1``, and with ``--uncertainty`` also
+  their per-pixel mean ``<stem>_x<s>_mean.png`` and std map ``<stem>_x<s>_std.png``
+  (:mod:`sradm_diffusers.uncertainty`). ``-o`` is a folder (created by the
+  first write) when it exists as one, ends with a path separator, has no image extension, or when the inputs are more
+  than one file argument / a folder / a glob; ``-o FILE.png`` (any extension PIL can write) is accepted for one
+  input file and one sample. An output that would replace one of the input files, or another output of the same
+  run, is refused (a per-image error). Existing outputs of earlier runs are replaced.
+- **Atomic writes**: each image is written to ``.<name>.tmp-<pid><ext>`` in the destination folder and renamed with
+  :func:`os.replace`; a failure removes the temporary file, so a final name never holds a partial image. An output
+  name that is a symbolic link is written through (its regular target is replaced, the link kept); one that is a
+  device, FIFO, socket or folder is refused (:mod:`sradm_diffusers.atomic`).
+- **Seeds**: with ``--seed S``, sample ``k`` of *every* input uses a fresh CPU ``torch.Generator`` seeded ``S + k``
+  (initial noise and, for ancestral samplers, the per-step noise). An image's result therefore does not depend on
+  which other images are in the run, nor on the device, nor on the process split. Without ``--seed`` the noise is
+  random.
+- **Several processes**: under ``accelerate launch --num_processes N`` each process upscales a contiguous share of
+  the images (:mod:`sradm_diffusers.distributed`); the files written are those of a one-process run.
+- **Sampler**: with none of ``--scheduler``, ``--steps``, ``--strength``, the few-step default
+  :data:`DEFAULT_SAMPLING`. Otherwise ``--scheduler`` defaults to the model's own (DDPM), ``--steps`` to the
+  scheduler's ``num_train_timesteps`` (100, the reference's full ancestral sampling) for ``ddpm`` and to
+  :data:`FAST_SAMPLER_STEPS` for the other schedulers, and ``--strength`` to 1 (start from pure noise).
+- **Errors**: a bad input file (missing, empty, not an image, undecodable) or a failed write is reported as one
+  line ``error: <path>: <reason>`` on stderr; the other images are still processed and the exit status is 1.
+  A bad option or model is one line on stderr and exit status 2 (:class:`UsageError`).
+
+``DEFAULT_MODEL`` is the pipeline used when ``--model`` is omitted: the CPU-trained demo bundled with the package
+(:data:`sradm_diffusers.resources.DEMO_MODEL`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import TYPE_CHECKING
+
+# No torch, numpy or diffusers at import time: ``sradm --help``, ``--version`` and argument errors read this
+# module's constants only, and must answer at once (issue 19). The functions that need them import them.
+from ..defaults import (  # noqa: F401 - the sampling defaults and tiling policy, re-exported for older imports
+    AUTO_TILE_PIXELS, DEFAULT_SAMPLING, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, DEVICES, FAST_SAMPLER_STEPS,
+    LR_CONSISTENCY, MAX_SEED, MIN_TILE, SCHEDULERS, choose_tiling, default_steps, dtype_problem, make_scheduler,
+)
+from .distributed import ProcessShare
+from .files import (
+    collect_inputs, drop_previous_outputs, load_image, plan_outputs, prepare_output_folders, write_image_atomic,
+)
+from .runtime import (  # noqa: F401 - DEFAULT_MODEL, re-exported for older imports
+    DEFAULT_MODEL, ImageError, StepReporter, UsageError, check_sampling_options, is_dtype_unsupported,
+    load_pipeline, one_line, resolve_device, resolve_steps, sample_batches, sample_generators, set_scheduler,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+FAST_SCHEDULER = "dpm-sde"
+"""Deprecated (the web demo now opens with :data:`DEFAULT_SAMPLING`): the stochastic sampler that was cleanest at 20
+steps on the demo model."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _report(path: str, reason: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"error: {path}: {one_line(reason)}", file=sys.stderr)
+
+
+def run_upscale(
+    inputs: list[str],
+    output: str | None = None,
+    model: str | None = None,
+    steps: int | None = None,
+    scheduler: str | None = None,
+    seed: int | None = None,
+    samples: int = 1,
+    device: str | None = None,
+    dtype: str = "fp32",
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    lr_consistency: bool = LR_CONSISTENCY,
+    uncertainty: bool = False,
+    strength: float | None = None,
+) -> int:
+    """Run ``sradm upscale``. Returns the exit status: 0 all written, 1 some input failed.
+
+    Raises:
+        UsageError: bad options, model or output location (the caller prints it and exits with 2).
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..extras.uncertainty import SUMMARY_KINDS, summary_images
+    from ..sampling.rrdb_start import check_strength
+
+    check_sampling_options(samples, seed, tile, tile_overlap)
+    if uncertainty and samples < 2:
+        raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
+    share = ProcessShare()  # under `accelerate launch`, this process's part of the images
+    plan = plan_outputs(output, inputs, samples)
+    files, problems, expanded = collect_inputs(inputs)
+    for arg, reason in problems if share.is_main else []:
+        _report(arg, reason)
+    if not files:
+        return 1
+    prepare_output_folders(plan, files)
+
+    torch_device = share.device(device, resolve_device)
+    problem = dtype_problem(dtype, torch_device.type)
+    if problem is not None:
+        raise UsageError(problem)
+    if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
+        from ..cpu import bf16_advice
+
+        advice = bf16_advice()
+        if advice:
+            print(f"sradm upscale: note: {advice}.", file=sys.stderr)
+    try:
+        from ..sampling.memory import available_bytes
+
+        available_bytes(torch_device)
+    except ValueError as error:
+        raise UsageError(one_line(error)) from error
+    if scheduler is None and steps is None and strength is None:
+        scheduler, steps, strength = DEFAULT_SAMPLING.scheduler, DEFAULT_SAMPLING.steps, DEFAULT_SAMPLING.strength
+    strength = 1.0 if strength is None else strength
+    pipe = load_pipeline(model, torch_device, dtype)
+    set_scheduler(pipe, scheduler)
+    num_steps = resolve_steps(pipe, steps)
+    try:
+        check_strength(strength, num_steps)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--strength: {one_line(error)}") from error
+    scale = int(pipe.config.upscale_factor)
+    files = drop_previous_outputs(files, expanded, scale)
+    pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
+    reporter = None if sys.stderr.isatty() else StepReporter()
+
+    input_keys = {os.path.realpath(p) for p in files}
+    written_keys: dict[str, str] = {}
+    failed, written = (len(problems) if share.is_main else 0), 0
+    mine = share.indices(len(files))
+    progress = tqdm(files, desc="upscale", unit="image", disable=None if share.is_main else True)
+    for number, path in enumerate(progress, 1):
+        try:
+            targets = plan.paths(path, scale, samples)
+            if uncertainty:  # <stem>_x<s>_mean.png, _std.png and _std_scale.png next to the samples
+                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in SUMMARY_KINDS]
+            for target in targets:
+                key = os.path.realpath(target)
+                if key in input_keys:
+                    raise ImageError(f"output {target} would overwrite an input file; choose another -o")
+                if key in written_keys:
+                    raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
+            if number - 1 not in mine:  # another process writes these; keep the same collision checks
+                written_keys.update((os.path.realpath(target), path) for target in targets)
+                continue
+            image = load_image(path)
+            untiled = None
+            if torch_device.type == "cuda":
+                from ..sampling.memory import available_bytes, estimate_sampling_bytes
+
+                untiled = estimate_sampling_bytes(pipe.unet, 1, image.height * scale, image.width * scale)
+            tiling = choose_tiling(image.width, image.height, tile, tile_overlap, torch_device, untiled)
+            if tiling is not None and tile is None:
+                free = available_bytes(torch_device) if untiled is not None else None
+                why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {free / 2**30:.1f} GiB free on "
+                       f"{torch_device}" if untiled is not None else f"is over {AUTO_TILE_PIXELS} pixels")
+                tqdm.write(
+                    f"{path}: {image.width}x{image.height} {why}: sampling in tiles of "
+                    f"{tiling[0]} px overlapping by {tiling[1]} (--tile N to choose, --tile 0 to turn off)",
+                    file=sys.stderr,
+                )
+            if tiling is None:
+                pipe.disable_tiling()
+            else:
+                pipe.enable_tiling(*tiling)
+            if reporter is not None:
+                print(f"sradm upscale: image {number}/{len(files)}: {path}", file=sys.stderr, flush=True)
+                reporter.start(os.path.basename(path), int(num_steps * strength))  # the steps that run
+            generators = sample_generators(seed, samples)
+            sample_images = []
+            for start, count in sample_batches(pipe, image, samples, torch_device):
+                try:
+                    result = pipe(
+                        image,
+                        num_inference_steps=num_steps,
+                        generator=None if generators is None else generators[start : start + count],
+                        num_images_per_prompt=count,
+                        output_type="pil",
+                        callback_on_step_end=reporter,
+                        lr_consistency=lr_consistency,
+                        strength=strength,
+                    )
+                except RuntimeError as error:
+                    if is_dtype_unsupported(error):
+                        raise UsageError(
+                            f"--dtype {dtype} is not supported on {torch_device.type} by this torch build "
+                            f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
+                        ) from error
+                    raise ImageError(f"upscaling failed: {one_line(error)}") from error
+                except ValueError as error:
+                    raise ImageError(one_line(error)) from error
+                for target, sr in zip(targets[start : start + count], result.images):
+                    try:
+                        write_image_atomic(sr, target)
+                    except (OSError, ValueError) as error:
+                        raise ImageError(f"cannot write {target}: {one_line(error)}") from error
+                    written_keys[os.path.realpath(target)] = path
+                    written += 1
+                    tqdm.write(target, file=sys.stdout)
+                sample_images += result.images if uncertainty else []
+            if uncertainty:  # mean and std of the K written (8-bit) samples
+                stack = torch.from_numpy(np.stack([np.asarray(im) for im in sample_images])).permute(0, 3, 1, 2) / 255
+                for target, summary in zip(targets[samples:], summary_images(stack)):
+                    try:
+                        write_image_atomic(summary, target)
+                    except (OSError, ValueError) as error:
+                        raise ImageError(f"cannot write {target}: {one_line(error)}") from error
+                    written_keys[os.path.realpath(target)] = path
+                    written += 1
+                    tqdm.write(target, file=sys.stdout)
+        except ImageError as error:
+            if number - 1 in mine:  # a collision is found by every process; its owner reports it
+                failed += 1
+                _report(path, str(error))
+    progress.close()
+    counts = share.gather((failed, written))
+    failed, written = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if failed and share.is_main:
+        print(
+            f"sradm upscale: {failed} of {len(files) + len(problems)} input(s) failed; {written} file(s) written.",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
