@@ -21,7 +21,7 @@ from PIL import Image
 
 from sradm_diffusers import imresize
 from sradm_diffusers.metrics.quality import psnr_rgb, psnr_y, to_uint8
-from sradm_diffusers.runtime import load_pipeline, set_scheduler
+from sradm_diffusers.commands.runtime import load_pipeline, set_scheduler
 
 
 def lr_hr_pair(path: str, side: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

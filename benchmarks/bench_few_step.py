@@ -29,9 +29,9 @@ import torch
 
 from sradm_diffusers.commands.eval_pairs import center_crop, make_lr, to_uint8_rgb
 from sradm_diffusers.metrics.quality import compute_metrics, diversity_std, rgb_to_y, to_uint8
-from sradm_diffusers.commands.upscale import SCHEDULERS
-from sradm_diffusers.files import load_image
-from sradm_diffusers.runtime import load_pipeline, sample_generators, set_scheduler
+from sradm_diffusers.defaults import SCHEDULERS
+from sradm_diffusers.commands.files import load_image
+from sradm_diffusers.commands.runtime import load_pipeline, sample_generators, set_scheduler
 
 OPTIONS: dict[str, dict] = {
     "karras": {"use_karras_sigmas": True},

@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_few_step import configure, gradient_energy, load_items, parse_setting  # noqa: E402
 
 from sradm_diffusers.metrics.quality import to_uint8  # noqa: E402
-from sradm_diffusers.runtime import load_pipeline
-from sradm_diffusers.commands.upscale import sample_generators  # noqa: E402
+from sradm_diffusers.commands.runtime import load_pipeline
+from sradm_diffusers.commands.runtime import sample_generators  # noqa: E402
 
 
 def half(u8: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from sradm_diffusers import DEMO_MODEL, SRADMPipeline, imresize
 from sradm_diffusers.commands.eval_pairs import center_crop, make_lr, to_uint8_rgb
-from sradm_diffusers.runtime import set_scheduler
+from sradm_diffusers.commands.runtime import set_scheduler
 
 FAST_SAMPLERS = (("dpm", "SRADM DPM-20"), ("dpm-sde", "SRADM DPM-SDE-20"))
 COLUMNS = ("LR (nearest)", "bicubic", "RRDB", "SRADM DDPM-100", *(title for _, title in FAST_SAMPLERS), "HR")

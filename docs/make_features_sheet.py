@@ -25,8 +25,8 @@ from sradm_diffusers.extras.fusion import fuse
 from sradm_diffusers.extras.interpolation import interpolate
 from sradm_diffusers.metrics.quality import lr_psnr, psnr_y, to_uint8
 from sradm_diffusers.extras.uncertainty import sample_with_uncertainty, summary_images
-from sradm_diffusers.files import folder_images
-from sradm_diffusers.runtime import set_scheduler
+from sradm_diffusers.commands.files import folder_images
+from sradm_diffusers.commands.runtime import set_scheduler
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -24,8 +24,8 @@ from bench_few_step import configure, parse_setting  # noqa: E402
 from sradm_diffusers.commands.eval_pairs import center_crop, make_lr, to_uint8_rgb  # noqa: E402
 from sradm_diffusers.image_processing import preprocess  # noqa: E402
 from sradm_diffusers.metrics.quality import psnr_y, to_uint8  # noqa: E402
-from sradm_diffusers.files import load_image
-from sradm_diffusers.commands.upscale import load_pipeline  # noqa: E402
+from sradm_diffusers.commands.files import load_image
+from sradm_diffusers.commands.runtime import load_pipeline  # noqa: E402
 
 
 def to_pil(u8: torch.Tensor) -> Image.Image:

@@ -376,7 +376,7 @@ def test_samples_are_batched_to_fit_memory_and_progress_is_shown(tmp_path, model
     assert main(["upscale", str(src), "--samples", "3", "--seed", "7", "--steps", "2", "-o", str(tmp_path / "all"),
                  "--model", model_dir]) == 0
     from sradm_diffusers.sampling.memory import estimate_sampling_bytes
-    from sradm_diffusers.runtime import sample_batches
+    from sradm_diffusers.commands.runtime import sample_batches
 
     pipe = SRADMPipeline.from_pretrained(model_dir)
     one = estimate_sampling_bytes(pipe.unet, 1, 32, 40)

@@ -15,8 +15,8 @@ from diffusers import DDPMScheduler
 
 from sradm_diffusers import build_pipeline
 from sradm_diffusers.commands.cli import main
-from sradm_diffusers.commands.upscale import SCHEDULERS
-from sradm_diffusers.runtime import set_scheduler
+from sradm_diffusers.defaults import SCHEDULERS
+from sradm_diffusers.commands.runtime import set_scheduler
 
 SCALE = 4
 FAST = ["--steps", "2"]

@@ -61,7 +61,7 @@ def test_module_imports_neither_torch_nor_diffusers():
 
 def test_documented_values_and_nine_unet_calls(demo):
     assert DEFAULT_SAMPLING == SamplingSettings(scheduler="unipc", steps=11, strength=0.82, lr_consistency=True)
-    from sradm_diffusers.runtime import DTYPES
+    from sradm_diffusers.commands.runtime import DTYPES
 
     assert defaults.DTYPE_NAMES == tuple(DTYPES)  # the CLI's torch-free choices name upscale's dtypes
     assert DEFAULT_SAMPLING.unet_calls() == 9 and defaults.SCHEDULERS["unipc"] == (

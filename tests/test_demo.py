@@ -18,8 +18,8 @@ from sradm_diffusers.defaults import DEFAULT_SAMPLING
 from sradm_diffusers.commands.demo import DemoRunner
 from sradm_diffusers.commands.demo.runner import MAX_SAMPLES, uncertainty_map
 from sradm_diffusers.imresize import imresize
-from sradm_diffusers.commands.upscale import SCHEDULERS
-from sradm_diffusers.runtime import ImageError, UsageError, resolve_steps, set_scheduler
+from sradm_diffusers.defaults import SCHEDULERS
+from sradm_diffusers.commands.runtime import ImageError, UsageError, resolve_steps, set_scheduler
 
 SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "sradm-demo" / "app.py"
 

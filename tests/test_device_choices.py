@@ -8,8 +8,8 @@ import torch
 
 import sradm_diffusers.sampling.memory as memory
 from sradm_diffusers.cpu import bf16_advice, cpu_flags, native_bf16
-from sradm_diffusers.commands.upscale import AUTO_TILE_PIXELS, DEFAULT_TILE, choose_tiling
-from sradm_diffusers.runtime import ImageError, sample_batches
+from sradm_diffusers.defaults import AUTO_TILE_PIXELS, DEFAULT_TILE, choose_tiling
+from sradm_diffusers.commands.runtime import ImageError, sample_batches
 
 GIB = 2**30
 

@@ -128,7 +128,8 @@ def test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits(tiny_pipe, mo
 
     image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     whole = estimate_sampling_bytes(tiny_pipe.unet, 1, 256, 384)
-    tile = estimate_sampling_bytes(tiny_pipe.unet, 1, 64, 64)  # 16-pixel LR tiles -> 64x64 HR
+    # 16-pixel LR tiles -> 64x64 HR, plus the whole-image tensors of the 256x384 output a tiled call still holds
+    tile = estimate_sampling_bytes(tiny_pipe.unet, 1, 64, 64, (256, 384))
     assert tile < whole
     monkeypatch.setenv("SRADM_MEMORY_LIMIT", str((whole + tile) // 2))
     with pytest.raises(SamplingMemoryError, match="--tile N"):
@@ -146,7 +147,7 @@ def test_cli_tile_is_the_fix_for_a_memory_refusal(tmp_path, model_dir, monkeypat
 
     unet = SRADMUNet.from_pretrained(model_dir, subfolder="unet")
     whole = estimate_sampling_bytes(unet, 1, 256, 384)
-    tile = estimate_sampling_bytes(unet, 1, 64, 64)
+    tile = estimate_sampling_bytes(unet, 1, 64, 64, (256, 384))  # the whole output's tensors too
     PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(
         tmp_path / "a.png")
     monkeypatch.setenv("SRADM_MEMORY_LIMIT", str((whole + tile) // 2))
@@ -432,7 +433,8 @@ def test_sigint_exits_130_and_leaves_no_output(tmp_path, model_dir):
     )
     assert result.returncode == 130, result.stderr[-2000:]
     assert "interrupted" in result.stderr
-    assert os.listdir(tmp_path / "out") == []  # created before sampling; nothing written, no temporary file
+    # -o DIR is created by the first write: interrupted before it, nothing exists, not even a temporary file
+    assert not (tmp_path / "out").exists()
 
 
 def test_progress_is_at_most_one_line_per_10_seconds(monkeypatch, capsys):

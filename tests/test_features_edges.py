@@ -44,9 +44,10 @@ def test_fusion_mask_kinds_and_their_errors():
         "mask has shape (4, 6); pass one (H, W) mask of the HR size (4, 5).")
     assert _raises(ValueError, mask_tensor, torch.zeros(2, 4, 6), 4, 6) == (
         "mask has shape (2, 4, 6); pass one (H, W) mask of the HR size (4, 6).")
-    for bad in (torch.full((4, 6), -0.5), torch.full((4, 6), 1.5)):
-        assert _raises(ValueError, mask_tensor, bad, 4, 6) == (
-            "mask values must lie in [0, 1] (or 0..255 for an 8-bit image).")
+    for value in (-0.5, 1.5):  # one rule: float values are taken as they are, so they must be fractions
+        assert _raises(ValueError, mask_tensor, torch.full((4, 6), value), 4, 6) == (
+            f"float mask values must lie in [0, 1], got {value}..{value}; scale them (or pass an 8-bit mask, read "
+            "as 0..255).")
 
 
 def test_feather_kernel_is_the_sampled_gaussian_and_zero_keeps_the_mask():
@@ -62,8 +63,11 @@ def test_feather_kernel_is_the_sampled_gaussian_and_zero_keeps_the_mask():
     expected[11:30, 11:30] = kernel[:, None] * kernel[None, :]
     torch.testing.assert_close(soft[0, 0], expected, atol=1e-7, rtol=0)
     mask = (torch.rand(1, 1, 8, 8) > 0.5).float()
-    for feather in (0.0, -1.0):
-        assert feather_mask(mask, feather) is mask
+    assert feather_mask(mask, 0.0) is mask
+    for bad in (-1.0, 9.0):  # the range is 0..max(H, W)
+        assert _raises(ValueError, feather_mask, mask, bad) == (
+            f"feather {bad:g} px: use 0..8 (the larger side of the 8x8 output).")
+    assert _raises(ValueError, feather_mask, mask, float("inf")) == "feather must be a finite number of pixels, got inf."
 
 
 def test_fuse_refuses_a_second_callback_and_a_reference_of_another_size(pipe):
@@ -138,7 +142,7 @@ def test_frames_to_strip_places_frames_left_to_right():
 def test_cli_interpolate_errors(tmp_path, model_dir, capsys):
     from sradm_diffusers.commands.cli import main
     from sradm_diffusers.commands.interpolate import run_interpolate
-    from sradm_diffusers.runtime import UsageError
+    from sradm_diffusers.commands.runtime import UsageError
 
     PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
     assert _raises(UsageError, run_interpolate, str(tmp_path / "a.png"), str(tmp_path / "x.png"), model=model_dir,
@@ -146,7 +150,7 @@ def test_cli_interpolate_errors(tmp_path, model_dir, capsys):
     assert _raises(UsageError, run_interpolate, str(tmp_path / "none.png"), str(tmp_path / "x.png"),
                    model=model_dir).startswith(f"{tmp_path / 'none.png'}: ")
     assert main(["interpolate", str(tmp_path / "a.png"), "-o", str(tmp_path / "x.tif"), "--model", model_dir]) == 2
-    assert "name a .gif (animation) or a .png/.jpg/.webp file (strip)." in capsys.readouterr().err
+    assert "name an image file with one of the extensions .gif/.png/.jpg/.jpeg/.webp." in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------- uncertainty
@@ -179,10 +183,11 @@ def test_uncertainty_map_layout_and_default_scale():
     np.testing.assert_array_equal(pixels[32:46, 4:24], ramp)
     assert (pixels[32:46, 24] == 255).all() and (pixels[30:32] == 255).all()  # white margins
     assert (pixels[32:44, 26:] != 255).any() and (pixels[44:, 4:] != 255).any()  # the two labels
+    # a narrow map: the scale bar is drawn at least 16 x 16 (an 8-pixel ramp, 8 rows) and cropped to the map's size
     small = np.asarray(uncertainty_map(torch.zeros(3, 10, 12), vmax=2.0, bar_height=10))
     assert small.shape == (20, 12, 3)
-    bar = colourize(np.tile(np.linspace(0, 2, 16), (5, 1)), 2)
-    np.testing.assert_array_equal(small[12:17, 4:20][:, :8], bar[:, :8])
+    bar = colourize(np.tile(np.linspace(0, 2, 8), (8, 1)), 2)
+    np.testing.assert_array_equal(small[12:20, 4:12], bar)
 
 
 def test_uncertainty_argument_errors(pipe):
@@ -199,13 +204,17 @@ def test_uncertainty_argument_errors(pipe):
 
 
 def test_summary_images_are_the_rounded_mean_and_the_std_map():
-    from sradm_diffusers.extras.uncertainty import summary_images, uncertainty_map
+    from sradm_diffusers.extras.uncertainty import scale_bar, std_map, summary_images
 
     samples = torch.rand(3, 3, 6, 7, generator=torch.Generator().manual_seed(0))
-    mean, spread = summary_images(samples)
+    mean, spread, scale = summary_images(samples)
     expected = np.round(samples.mean(dim=0).permute(1, 2, 0).numpy() * 255)
     assert np.abs(np.asarray(mean, dtype=float) - expected).max() == 0
-    np.testing.assert_array_equal(np.asarray(spread), np.asarray(uncertainty_map(samples.std(dim=0, correction=0))))
+    std = samples.std(dim=0, correction=0)
+    np.testing.assert_array_equal(np.asarray(spread), np.asarray(std_map(std)))  # the SR size, no legend
+    assert spread.size == (7, 6)
+    vmax = max(float(np.percentile(std.mean(dim=0).numpy() * 255, 99)), 1.0)
+    np.testing.assert_array_equal(np.asarray(scale), np.asarray(scale_bar(vmax)))
 
 
 # --------------------------------------------------------------------------------------------------- RRDB start
@@ -249,7 +258,7 @@ def test_truncated_timesteps_are_the_last_int_steps_times_strength(pipe, schedul
 
 def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
     from sradm_diffusers.commands.fuse import run_fuse
-    from sradm_diffusers.runtime import UsageError
+    from sradm_diffusers.commands.runtime import UsageError
 
     PIL.Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
     PIL.Image.new("RGB", (32, 24)).save(tmp_path / "ref.png")
@@ -263,7 +272,8 @@ def test_cli_fuse_names_an_unreadable_file_and_a_bad_mask(tmp_path, model_dir):
         assert message.startswith(f"{tmp_path / 'broken.png'}: ")
     message = _raises(UsageError, run_fuse, str(tmp_path / "a.png"), str(tmp_path / "ref.png"),
                       str(tmp_path / "small.png"), str(tmp_path / "out.png"), model=model_dir, steps=1)
-    assert message == "mask has shape (24, 30); pass one (H, W) mask of the HR size (24, 32)."
+    assert message == (f"--mask {tmp_path / 'small.png'} is 30x24; REFERENCE and MASK must have the SR size 32x24 "
+                       f"(4 times {tmp_path / 'a.png'}).")
     assert not (tmp_path / "out.png").exists()
 
 

@@ -17,7 +17,7 @@ from sradm_diffusers.image_processing import preprocess
 from sradm_diffusers.metrics.quality import lr_psnr, to_uint8
 from sradm_diffusers.sampling.prediction import bound_x0, clip_model_output, needs_x0_clipping
 from sradm_diffusers.sampling.rrdb_start import rrdb_upscale
-from sradm_diffusers.runtime import set_scheduler
+from sradm_diffusers.commands.runtime import set_scheduler
 
 from pipeline_calls import run
 
@@ -234,7 +234,7 @@ def test_cli_default_is_the_few_step_setting(tmp_path, model_dir, lr_image, monk
     import PIL.Image
 
     from sradm_diffusers.commands.cli import main
-    from sradm_diffusers.commands.upscale import DEFAULT_SAMPLING, SCHEDULERS
+    from sradm_diffusers.defaults import DEFAULT_SAMPLING, SCHEDULERS
 
     source = tmp_path / "p.png"
     PIL.Image.fromarray(lr_image[:8, :10]).save(source)

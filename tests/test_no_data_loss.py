@@ -215,7 +215,7 @@ def test_atomic_writer_refuses_a_device_a_fifo_a_folder_and_a_looping_link(tmp_p
 
 # ----------------------------------------------------------------------------------------------------- item 5
 def test_absurdly_small_tiles_are_refused_with_the_minimum(tmp_path, model_dir, capsys):
-    from sradm_diffusers.commands.upscale import MIN_TILE
+    from sradm_diffusers.defaults import MIN_TILE
 
     photo = _png(tmp_path / "p.png", 64, 64)
     for tile in (MIN_TILE - 1, 1):

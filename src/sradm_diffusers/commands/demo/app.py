@@ -22,8 +22,7 @@ import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 
 from ...resources import SAMPLE_IMAGE  # noqa: E402
-from ..runtime import ImageError, UsageError
-from ..upscale import one_line  # noqa: E402
+from ..runtime import ImageError, UsageError, one_line  # noqa: E402
 from .runner import MAX_SAMPLES, DemoResult, DemoRunner  # noqa: E402
 
 TITLE = "SRADM super-resolution"
