@@ -67,6 +67,13 @@ MODULES = {
 }
 
 ALSO_COPY = ["training", "benchmarks", "README.md", "model_card.md", "docs", "spaces", ".ci"]
+# module -> its file below src/sradm_diffusers (docs/architecture.md: the packages)
+MODULE_FILES = {
+    "image_processing": "image_processing.py", "memory": "sampling/memory.py", "prediction": "sampling/prediction.py",
+    "rrdb_start": "sampling/rrdb_start.py", "lr_consistency": "sampling/lr_consistency.py",
+    "tiling": "sampling/tiling.py", "remote_code": "loading/remote_code.py", "uncertainty": "extras/uncertainty.py",
+    "interpolation": "extras/interpolation.py", "fusion": "extras/fusion.py", "distributed": "commands/distributed.py",
+}
 STATUSES = ("killed", "survived", "no_tests", "timeout", "suspicious", "skipped", "segfault", "not_checked")
 
 
@@ -76,7 +83,7 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         "",
         "[tool.mutmut]",
         'source_paths = ["src"]',
-        f'only_mutate = ["src/sradm_diffusers/{module}.py"]',
+        f'only_mutate = ["src/sradm_diffusers/{MODULE_FILES[module]}"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         # -p no:cacheprovider: the copies share nothing (mutmut itself adds -x and disables random ordering).
         'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider"]',
