@@ -223,9 +223,13 @@ def extract_images(
 def _one_thread() -> None:
     """Pool initializer: one torch thread per decoding process (``celeba`` preprocessing resizes with torch; with
     the parent's thread count the processes oversubscribed the cores: 240 CelebA-size images took 122 s instead
-    of 5.4 s on the loaded 2-core machine)."""
+    of 5.4 s on the loaded 2-core machine). SIGTERM gets its default action back: the forked process inherits
+    train.py's handler, which would turn the pool's own terminate() into a traceback from every idle worker."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
 
 
