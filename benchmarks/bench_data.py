@@ -35,7 +35,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training"))
+sys.path.insert(0, ROOT)  # the repository root: `training` is a package
 
 
 class WorkerMemory:
@@ -87,7 +87,7 @@ class WorkerMemory:
 
 
 def training_args(options, cache_dir: str):
-    import train
+    from training import train
 
     argv = ["--stage", "encoder", "--train_data_dir", options.train_data_dir, "--resolution",
             str(options.resolution), "--scale", str(options.scale), "--train_batch_size", str(options.batch_size),
@@ -106,7 +106,7 @@ def profile_pieces(options, train_set) -> None:
     import torch
     from PIL import Image
 
-    import data as sr_data
+    from training import data as sr_data
 
     from sradm_diffusers.imresize import imresize
 
@@ -178,8 +178,8 @@ def main() -> None:
     import torch
     from accelerate import Accelerator
 
-    import train
-    import train_utils as tu
+    from training import train
+    from training import train_utils as tu
 
     temporary = options.cache_dir is None
     cache_dir = tempfile.mkdtemp(prefix="bench_data_") if temporary else options.cache_dir
@@ -190,7 +190,7 @@ def main() -> None:
         args = training_args(options, cache_dir)
         accelerator = Accelerator(cpu=True)
         started = time.perf_counter()
-        import data as sr_data
+        from training import data as sr_data
 
         dataset = sr_data.load_image_dataset(train_data_dir=args.train_data_dir, split=args.train_split,
                                              image_column=args.image_column, cache_dir=cache_dir)

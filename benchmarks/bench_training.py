@@ -71,8 +71,8 @@ def run_one(preset: str, stage: str, resolution: int, batch: int, warmup: int, s
     """
     import torch
 
-    sys.path.insert(0, os.path.join(ROOT, "training"))
-    import train
+    sys.path.insert(0, ROOT)  # the repository root: `training` is a package
+    from training import train
 
     from sradm_diffusers import imresize
     from sradm_diffusers.presets import build_models, default_scheduler
@@ -174,8 +174,8 @@ def flops_per_sample(preset: str, stage: str, resolution: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    sys.path.insert(0, os.path.join(ROOT, "training"))
-    import train
+    sys.path.insert(0, ROOT)  # the repository root: `training` is a package
+    from training import train
 
     from sradm_diffusers import imresize
     from sradm_diffusers.presets import build_models, default_scheduler
@@ -203,8 +203,8 @@ def end_to_end(preset: str, stage: str, resolution: int, batch: int, data_dir: s
     ``--logging_steps``). ``threads`` torch threads (OMP_NUM_THREADS) and ``workers`` loader processes."""
     import torch
 
-    sys.path.insert(0, os.path.join(ROOT, "training"))
-    import data as sr_data
+    sys.path.insert(0, ROOT)  # the repository root: `training` is a package
+    from training import data as sr_data
 
     from sradm_diffusers.presets import build_models
 

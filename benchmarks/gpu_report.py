@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "training"))
+sys.path.insert(0, str(ROOT))  # the repository root: `training` is a package
 
 MODES = ("fp32", "tf32", "bf16", "fp16")
 FULL = {"sizes": [(256, 256), (1356, 2040)], "photo": (510, 339), "rounds": 5, "train": ("div2k-x4", 160, 16, 3, 8),
@@ -180,7 +180,7 @@ def synthetic_training(device: str, plan: dict, mixed_precision: str) -> dict:
 def loader_training(device: str, plan: dict, mixed_precision: str, folder: str) -> dict:
     """training/train.py (diffusion stage, real image folder and data loader): samples/s from two run lengths."""
     import numpy as np
-    import train
+    from training import train
     from accelerate.state import AcceleratorState, GradientState
     from PIL import Image
 

@@ -26,10 +26,9 @@ from sradm_diffusers.commands.cli import main
 from sradm_diffusers.sampling.memory import MEMORY_LIMIT_ENV, SamplingMemoryError
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_utils as tu  # noqa: E402
+from training import train_utils as tu  # noqa: E402
 from test_train import common, load_weights, run  # noqa: E402
 
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"

@@ -24,10 +24,9 @@ from test_remote_code import HIDE_PACKAGE
 from sradm_diffusers import DEMO_MODEL, SAMPLE_IMAGE, SRADMPipeline, build_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 
-import model_card  # noqa: E402
-import train  # noqa: E402
+from training import model_card  # noqa: E402
+from training import train  # noqa: E402
 
 DEMO_CARD_REPO = "your-name/sradm-demo-x4"  # the id the demo card's snippets name
 OUTPUTS = ["sr.png", "sr_diffusers.png", "sr_remote_code.png"]  # what ways 1, 2 and 3 save

@@ -244,8 +244,7 @@ def test_no_front_end_imports_another_for_defaults():
 
 
 def test_training_validation_uses_the_table():
-    sys.path.insert(0, str(ROOT / "training"))
-    import train
+    from training import train
 
     from sradm_diffusers.presets import default_scheduler
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
-import export_pipeline  # noqa: E402
+from training import export_pipeline  # noqa: E402
 from sradm_diffusers import SRADMPipeline, build_pipeline  # noqa: E402
 
 

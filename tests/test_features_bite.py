@@ -468,8 +468,7 @@ def test_a_complete_export_killed_mid_swap_is_finished_by_the_next_run(tmp_path)
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "training"))
-    import train_utils as tu
+    from training import train_utils as tu
 
     out = tmp_path / "model"
     out.mkdir()
@@ -478,8 +477,9 @@ def test_a_complete_export_killed_mid_swap_is_finished_by_the_next_run(tmp_path)
     new = {name: f"new {name}" for name in ("model_index.json", "a.bin", "b.bin", "c.bin", "d.bin")}
     script = (
         "import sys\n"
-        f"sys.path.insert(0, {str(root / 'training')!r})\n"
-        "import json, os, train_utils as tu\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "import json, os\n"
+        "from training import train_utils as tu\n"
         "new = json.loads(sys.argv[2])\n"
         "def write(folder):\n"
         "    for name, text in new.items():\n"

@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 
-import model_card  # noqa: E402
-import train  # noqa: E402
+from training import model_card  # noqa: E402
+from training import train  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 

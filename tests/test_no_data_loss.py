@@ -26,10 +26,9 @@ from sradm_diffusers.commands.cli import main
 from sradm_diffusers.sampling.memory import MEMORY_LIMIT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_utils as tu  # noqa: E402
+from training import train_utils as tu  # noqa: E402
 from test_train import common, run  # noqa: E402
 
 
@@ -466,7 +465,7 @@ def test_max_train_steps_zero_is_refused(images, tmp_path):
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(images, tmp_path, monkeypatch):
     """The loss becomes NaN at step 3: checkpoint-2 stays, checkpoint-4 and the final model are not written, and the
     error names step 3 (noticed before the save at step 4)."""
-    import train
+    from training import train
 
     real, calls = train.encoder_loss, []
 

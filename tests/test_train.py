@@ -16,10 +16,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = ROOT / "training"
-sys.path.insert(0, str(TRAINING))
 
-import train  # noqa: E402
-import train_utils as tu  # noqa: E402
+from training import train  # noqa: E402
+from training import train_utils as tu  # noqa: E402
 
 NUM_GOOD = 5  # 5 usable 48x48 images + 1 too small -> 3 batches of 2 per epoch, every image once per epoch
 

@@ -19,10 +19,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_utils as tu  # noqa: E402
+from training import train_utils as tu  # noqa: E402
 from test_train import common, load_weights  # noqa: E402
 
 from sradm_diffusers import SRADMPipeline  # noqa: E402

@@ -40,10 +40,7 @@ from PIL import Image
 
 from sradm_diffusers.imresize import imresize
 
-try:  # imported as training.data (tests, tools) or as data (training/train.py puts training/ on sys.path)
-    from . import image_store
-except ImportError:
-    import image_store
+from training import image_store
 
 logger = logging.getLogger(__name__)
 

@@ -61,11 +61,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a script (`accelerate launch training/train.py`): the package's parent folder
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import data as sr_data  # noqa: E402  (training/data.py)
-import model_card as sr_card  # noqa: E402  (training/model_card.py)
-import train_utils as tu  # noqa: E402  (training/train_utils.py)
+from training import data as sr_data  # noqa: E402
+from training import model_card as sr_card  # noqa: E402
+from training import train_utils as tu  # noqa: E402
 
 logger = logging.getLogger("sradm.train")
 

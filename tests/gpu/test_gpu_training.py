@@ -17,7 +17,6 @@ pytestmark = [
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS.parent / "training"))
 
 
 @pytest.fixture(scope="module")
