@@ -347,11 +347,11 @@ def test_cli_tile_option_gives_the_api_result(tmp_path, model_dir):
 
 
 def test_cli_tiles_large_inputs_automatically_and_says_so(tmp_path, model_dir, capsys, monkeypatch):
+    import sradm_diffusers.commands.runtime as runtime
     import sradm_diffusers.defaults as defaults
-    import sradm_diffusers.commands.upscale as upscale
     from sradm_diffusers.commands.cli import main
 
-    for module in (defaults, upscale):  # the policy (defaults.choose_tiling) and upscale's message
+    for module in (defaults, runtime):  # the policy (defaults.choose_tiling) and its message (runtime)
         monkeypatch.setattr(module, "AUTO_TILE_PIXELS", 100)
         monkeypatch.setattr(module, "DEFAULT_TILE", 8)
     _write_png(tmp_path / "big.png", 12, 10)

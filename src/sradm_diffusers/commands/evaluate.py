@@ -50,9 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..defaults import (
-    AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, choose_tiling, dtype_problem,
-)
+from ..defaults import DEFAULT_TILE_OVERLAP, LR_CONSISTENCY, SamplingSettings, dtype_problem
 from .distributed import ProcessShare
 from .eval_pairs import EvalImage, iter_dataset, iter_folder, load_eval_dataset, make_lr  # noqa: F401 - make_lr: API
 from .eval_report import (  # noqa: F401 - JSON_INFINITY, format_table: API
@@ -60,8 +58,8 @@ from .eval_report import (  # noqa: F401 - JSON_INFINITY, format_table: API
 )
 from .files import folder_images
 from .runtime import (
-    DEFAULT_MODEL, ImageError, StepReporter, UsageError, load_pipeline, one_line, resolve_device, resolve_steps,
-    sample_generators, set_scheduler,
+    DEFAULT_MODEL, ImageError, StepReporter, UsageError, apply_tiling_policy, load_pipeline, one_line, resolve_device,
+    resolve_steps, sample_generators, set_scheduler,
 )
 
 
@@ -131,17 +129,8 @@ class Evaluator:
             lr_in = preprocess(lr_hwc).to(device=encoder.device, dtype=encoder.dtype)
             with torch.no_grad():
                 return to_uint8(encoder.upscale(lr_in).float().clamp(-1.0, 1.0))
-        tiling = choose_tiling(lr_hwc.shape[1], lr_hwc.shape[0], self.tile, self.tile_overlap)
-        if tiling is not None and self.tile is None:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"sradm evaluate: {lr_hwc.shape[1]}x{lr_hwc.shape[0]} LR is over {AUTO_TILE_PIXELS} pixels: "
-                       f"sampling in tiles of {tiling[0]} px overlapping by {tiling[1]}, as sradm upscale does "
-                       "(--tile N to choose, --tile 0 to turn off)", file=sys.stderr)
-        if tiling is None:
-            pipe.disable_tiling()
-        else:
-            pipe.enable_tiling(*tiling)
+        apply_tiling_policy(pipe, lr_hwc.shape[1], lr_hwc.shape[0], self.tile, self.tile_overlap, pipe.device,
+                            "sradm evaluate: LR")
         images = pipe(
             lr_hwc,
             num_inference_steps=self.steps,

@@ -12,7 +12,10 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
-from ..defaults import DEFAULT_TILE, DEVICES, MAX_SEED, MIN_TILE, SCHEDULERS, default_steps, make_scheduler
+from ..defaults import (
+    AUTO_TILE_PIXELS, DEFAULT_TILE, DEVICES, MAX_SEED, MIN_TILE, SCHEDULERS, choose_tiling, default_steps,
+    make_scheduler,
+)
 from ..resources import DEMO_MODEL
 from ..sampling.memory import keep_freed_memory, trim_heap_around_each_call
 
@@ -228,3 +231,32 @@ def note(text: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(f"note: {one_line(text)}", file=sys.stderr)
+
+
+def apply_tiling_policy(pipe, width: int, height: int, tile: int | None, overlap: int, device, name: str) -> None:
+    """Enable or disable ``pipe``'s tiling for a width x height input as ``--tile``/``--tile-overlap`` and the
+    default policy (:func:`~sradm_diffusers.defaults.choose_tiling`) decide; when the policy chose to tile, say why
+    in one line on stderr (the estimate against the GPU's free memory on cuda, the pixel count elsewhere)."""
+    from tqdm.auto import tqdm
+
+    untiled = None
+    scale = int(pipe.config.upscale_factor)
+    if getattr(device, "type", str(device)) == "cuda":
+        from ..sampling.memory import estimate_sampling_bytes
+
+        untiled = estimate_sampling_bytes(pipe.unet, 1, height * scale, width * scale)
+    tiling = choose_tiling(width, height, tile, overlap, device, untiled)
+    if tiling is not None and tile is None:
+        if untiled is not None:
+            from ..sampling.memory import available_bytes
+
+            why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {available_bytes(device) / 2**30:.1f} GiB "
+                   f"free on {device}")
+        else:
+            why = f"is over {AUTO_TILE_PIXELS} pixels"
+        tqdm.write(f"{name}: {width}x{height} {why}: sampling in tiles of {tiling[0]} px overlapping by {tiling[1]} "
+                   "(--tile N to choose, --tile 0 to turn off)", file=sys.stderr)
+    if tiling is None:
+        pipe.disable_tiling()
+    else:
+        pipe.enable_tiling(*tiling)

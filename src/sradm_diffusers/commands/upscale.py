@@ -60,8 +60,9 @@ from .files import (
     collect_inputs, drop_previous_outputs, load_image, plan_outputs, prepare_output_folders, write_image_atomic,
 )
 from .runtime import (  # noqa: F401 - DEFAULT_MODEL, re-exported for older imports
-    DEFAULT_MODEL, ImageError, StepReporter, UsageError, check_sampling_options, is_dtype_unsupported,
-    load_pipeline, one_line, resolve_device, resolve_steps, sample_batches, sample_generators, set_scheduler,
+    DEFAULT_MODEL, ImageError, StepReporter, UsageError, apply_tiling_policy, check_sampling_options,
+    is_dtype_unsupported, load_pipeline, one_line, resolve_device, resolve_steps, sample_batches, sample_generators,
+    set_scheduler,
 )
 
 if TYPE_CHECKING:
@@ -97,6 +98,31 @@ def _report(path: str, reason: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(f"error: {path}: {one_line(reason)}", file=sys.stderr)
+
+
+def _check_targets(targets: list[str], input_keys: set[str], written_keys: dict[str, str]) -> None:
+    """Refuse an output that is an input file, or the output of another input of this run (ImageError)."""
+    for target in targets:
+        key = os.path.realpath(target)
+        if key in input_keys:
+            raise ImageError(f"output {target} would overwrite an input file; choose another -o")
+        if key in written_keys:
+            raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
+
+
+def _write_outputs(images, targets: list[str], source: str, written_keys: dict[str, str]) -> int:
+    """Write ``images`` to ``targets`` atomically, each path printed on stdout and recorded as ``source``'s; returns
+    the number written. A failed write is an :class:`ImageError` naming the file."""
+    from tqdm.auto import tqdm
+
+    for target, image in zip(targets, images):
+        try:
+            write_image_atomic(image, target)
+        except (OSError, ValueError) as error:
+            raise ImageError(f"cannot write {target}: {one_line(error)}") from error
+        written_keys[os.path.realpath(target)] = source
+        tqdm.write(target, file=sys.stdout)
+    return len(targets)
 
 
 def run_upscale(
@@ -180,35 +206,12 @@ def run_upscale(
             targets = plan.paths(path, scale, samples)
             if uncertainty:  # <stem>_x<s>_mean.png, _std.png and _std_scale.png next to the samples
                 targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in SUMMARY_KINDS]
-            for target in targets:
-                key = os.path.realpath(target)
-                if key in input_keys:
-                    raise ImageError(f"output {target} would overwrite an input file; choose another -o")
-                if key in written_keys:
-                    raise ImageError(f"output {target} is also the output of {written_keys[key]}; use -o with a folder")
+            _check_targets(targets, input_keys, written_keys)
             if number - 1 not in mine:  # another process writes these; keep the same collision checks
                 written_keys.update((os.path.realpath(target), path) for target in targets)
                 continue
             image = load_image(path)
-            untiled = None
-            if torch_device.type == "cuda":
-                from ..sampling.memory import available_bytes, estimate_sampling_bytes
-
-                untiled = estimate_sampling_bytes(pipe.unet, 1, image.height * scale, image.width * scale)
-            tiling = choose_tiling(image.width, image.height, tile, tile_overlap, torch_device, untiled)
-            if tiling is not None and tile is None:
-                free = available_bytes(torch_device) if untiled is not None else None
-                why = (f"would need about {untiled / 2**30:.1f} GiB untiled, {free / 2**30:.1f} GiB free on "
-                       f"{torch_device}" if untiled is not None else f"is over {AUTO_TILE_PIXELS} pixels")
-                tqdm.write(
-                    f"{path}: {image.width}x{image.height} {why}: sampling in tiles of "
-                    f"{tiling[0]} px overlapping by {tiling[1]} (--tile N to choose, --tile 0 to turn off)",
-                    file=sys.stderr,
-                )
-            if tiling is None:
-                pipe.disable_tiling()
-            else:
-                pipe.enable_tiling(*tiling)
+            apply_tiling_policy(pipe, image.width, image.height, tile, tile_overlap, torch_device, path)
             if reporter is not None:
                 print(f"sradm upscale: image {number}/{len(files)}: {path}", file=sys.stderr, flush=True)
                 reporter.start(os.path.basename(path), int(num_steps * strength))  # the steps that run
@@ -235,25 +238,11 @@ def run_upscale(
                     raise ImageError(f"upscaling failed: {one_line(error)}") from error
                 except ValueError as error:
                     raise ImageError(one_line(error)) from error
-                for target, sr in zip(targets[start : start + count], result.images):
-                    try:
-                        write_image_atomic(sr, target)
-                    except (OSError, ValueError) as error:
-                        raise ImageError(f"cannot write {target}: {one_line(error)}") from error
-                    written_keys[os.path.realpath(target)] = path
-                    written += 1
-                    tqdm.write(target, file=sys.stdout)
+                written += _write_outputs(result.images, targets[start : start + count], path, written_keys)
                 sample_images += result.images if uncertainty else []
             if uncertainty:  # mean and std of the K written (8-bit) samples
                 stack = torch.from_numpy(np.stack([np.asarray(im) for im in sample_images])).permute(0, 3, 1, 2) / 255
-                for target, summary in zip(targets[samples:], summary_images(stack)):
-                    try:
-                        write_image_atomic(summary, target)
-                    except (OSError, ValueError) as error:
-                        raise ImageError(f"cannot write {target}: {one_line(error)}") from error
-                    written_keys[os.path.realpath(target)] = path
-                    written += 1
-                    tqdm.write(target, file=sys.stdout)
+                written += _write_outputs(summary_images(stack), targets[samples:], path, written_keys)
         except ImageError as error:
             if number - 1 in mine:  # a collision is found by every process; its owner reports it
                 failed += 1
