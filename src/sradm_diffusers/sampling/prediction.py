@@ -117,7 +117,8 @@ def thresholding_as_clamp(scheduler):
     """While the block runs, the scheduler's dynamic thresholding skips its quantile when the config makes it a
     clamp: with ``sample_max_value`` <= 1 the per-sample threshold s, limited to [1, sample_max_value], is always
     ``sample_max_value``, so ``clamp(x_0, -s, s) / s`` needs no quantile of |x_0|. That quantile sorts the whole
-    image at every step: 0.49 s at 512x512 and 5.5 s at 2040x1356 on one CPU core, against 5-11 ms for the clamp.
+    image at every step: about 80 ms at 512x512 and 1 s at 2040x1356 on this project's 2-core CPU machine, against
+    under 4 ms for the clamp (``python benchmarks/bench_threshold_clamp.py``).
     Every SRADM config is of that kind (``sample_max_value=1.0``, :func:`~sradm_diffusers.presets.default_scheduler`);
     the result is bit-identical. Other schedulers and configs are left alone.
     """
