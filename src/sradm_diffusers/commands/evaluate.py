@@ -367,6 +367,7 @@ def run_evaluate(
     per_image, failed = evaluate_items(items, evaluator, progress=share.is_main, total=total, reporter=reporter)
     # Contiguous shares gathered in process order: the same per-image order (and means) as one process.
     per_image, failed = _merge(share.gather(per_image)), _merge(share.gather(failed))
+    share.close()
     config = {
         "model": model if needs_model else None,
         **_sampling_config(settings, pipe if "sradm" in methods else None, dtype, tile, tile_overlap),

@@ -249,6 +249,7 @@ def run_upscale(
                 _report(path, str(error))
     progress.close()
     counts = share.gather((failed, written))
+    share.close()
     failed, written = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if failed and share.is_main:
         print(
