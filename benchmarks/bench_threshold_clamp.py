@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import timeit
 
 import torch
 
 
 def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats)) * 1e3
 
 
 def main() -> None:
