@@ -152,8 +152,12 @@ class SamplingSettings:
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
                                        or self.steps < 1):
             raise ValueError(f"steps must be a positive integer or None; got {self.steps!r}.")
-        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) or not 0 < self.strength <= 1:
-            raise ValueError(f"strength must be a number in (0, 1]; got {self.strength!r}.")
+        # the pipeline's own messages (sampling.rrdb_start.check_strength), so every front end says the same
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)):
+            kind = type(self.strength).__name__
+            raise TypeError(f"strength must be a float in (0, 1], got {kind} {self.strength!r}.")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1] (1 = start from pure noise), got {self.strength!r}.")
 
     def replace(self, **changes) -> "SamplingSettings":
         """A copy with some fields changed, e.g. ``DEFAULT_SAMPLING.replace(lr_consistency=False)``."""

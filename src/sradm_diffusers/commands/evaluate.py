@@ -58,8 +58,8 @@ from .eval_report import (  # noqa: F401 - JSON_INFINITY, format_table: API
 )
 from .files import folder_images
 from .runtime import (
-    DEFAULT_MODEL, ImageError, StepReporter, UsageError, apply_tiling_policy, load_pipeline, one_line, resolve_device,
-    resolve_steps, sample_generators, set_scheduler,
+    DEFAULT_MODEL, ImageError, StepReporter, UsageError, apply_tiling_policy, load_pipeline, one_line,
+    prepare_sampler, resolve_device, sample_generators, sampling_settings,
 )
 
 
@@ -221,36 +221,6 @@ def _row_count(data, limit: int | None) -> int:
     return total if limit is None else min(limit, total)
 
 
-def sampling_settings(
-    scheduler: str | None, steps: int | None, strength: float | None, lr_consistency: bool, samples: int,
-    seed: int | None, tile: int | None, tile_overlap: int,
-) -> SamplingSettings:
-    """The sradm sampling of ``sradm evaluate``, resolved by ``sradm upscale``'s rule
-    (:func:`~sradm_diffusers.defaults.resolve_sampling`); bad values are a :class:`UsageError`."""
-    from ..defaults import resolve_sampling
-    from .runtime import check_sampling_options
-
-    check_sampling_options(samples, seed, tile, tile_overlap)
-    try:
-        return resolve_sampling(scheduler, steps, strength, lr_consistency)
-    except ValueError as error:
-        option = "--strength" if "strength" in str(error) else "--steps" if "steps" in str(error) else "--scheduler"
-        raise UsageError(f"{option}: {one_line(error)}") from error
-
-
-def _prepare_sampler(pipe, settings: SamplingSettings) -> int:
-    """Put the settings' scheduler into ``pipe`` (as ``sradm upscale`` does) and return the checked step count."""
-    from ..sampling.rrdb_start import check_strength
-
-    set_scheduler(pipe, settings.scheduler)
-    num_steps = resolve_steps(pipe, settings.steps)
-    try:
-        check_strength(settings.strength, num_steps)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--strength: {one_line(error)}") from error
-    return num_steps
-
-
 def _sampling_config(settings: SamplingSettings, pipe, dtype: str, tile: int | None, tile_overlap: int) -> dict:
     """The sradm sampling as the JSON's ``config`` records it (all None when sradm is not evaluated)."""
     if pipe is None:
@@ -303,7 +273,7 @@ def run_evaluate(
 ) -> int:
     """Run ``sradm evaluate``: print the table, write the JSON. Returns 0, or 1 if some image failed.
 
-    The sampling options and their defaults are ``sradm upscale``'s (:func:`sampling_settings`).
+    The sampling options and their defaults are ``sradm upscale``'s (:func:`~.runtime.sampling_settings`).
 
     Raises:
         UsageError: bad options, data source or model (the caller prints it; exit status 2).
@@ -339,7 +309,7 @@ def run_evaluate(
                 f"--scale {scale} does not match the model's upscale_factor {factor} ({model}); "
                 f"pass --scale {factor} or a x{scale} model."
             )
-        num_steps = _prepare_sampler(pipe, settings)
+        num_steps = prepare_sampler(pipe, settings)
         # on a terminal the steps bar of each image (as upscale shows it); otherwise the StepReporter's lines
         pipe.set_progress_bar_config(disable=None if share.is_main else True, leave=False, desc="steps")
     reporter = None if sys.stderr.isatty() or "sradm" not in methods else StepReporter(command="sradm evaluate")

@@ -13,8 +13,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..defaults import (
-    AUTO_TILE_PIXELS, DEFAULT_TILE, DEVICES, MAX_SEED, MIN_TILE, SCHEDULERS, choose_tiling, default_steps,
-    make_scheduler,
+    AUTO_TILE_PIXELS, DEFAULT_TILE, DEVICES, MAX_SEED, MIN_TILE, SCHEDULERS, SamplingSettings, choose_tiling,
+    default_steps, make_scheduler,
 )
 from ..resources import DEMO_MODEL
 from ..sampling.memory import keep_freed_memory, trim_heap_around_each_call
@@ -178,6 +178,36 @@ def check_sampling_options(samples: int, seed: int | None, tile: int | None, til
             f"a 64 px image tiles of 4 px took 25x the untiled time, of 8 px 12x, of 16 px 4x); use --tile "
             f"{MIN_TILE} or more (16 or more is sensible), or --tile 0 to sample whole."
         )
+
+
+def sampling_settings(
+    scheduler: str | None, steps: int | None, strength: float | None, lr_consistency: bool | None, samples: int,
+    seed: int | None, tile: int | None, tile_overlap: int,
+) -> SamplingSettings:
+    """The sampling options of ``sradm upscale`` and ``sradm evaluate`` checked and resolved by one rule
+    (:func:`~sradm_diffusers.defaults.resolve_sampling`: without ``--scheduler``, ``--steps``, ``--strength`` the
+    few-step default); bad values are a :class:`UsageError` naming the option."""
+    from ..defaults import resolve_sampling
+
+    check_sampling_options(samples, seed, tile, tile_overlap)
+    try:
+        return resolve_sampling(scheduler, steps, strength, lr_consistency)
+    except (TypeError, ValueError) as error:
+        option = "--strength" if "strength" in str(error) else "--steps" if "steps" in str(error) else "--scheduler"
+        raise UsageError(f"{option}: {one_line(error)}") from error
+
+
+def prepare_sampler(pipe, settings: SamplingSettings) -> int:
+    """Put the settings' scheduler into ``pipe`` and return the step count, checked against it with the strength."""
+    from ..sampling.rrdb_start import check_strength
+
+    set_scheduler(pipe, settings.scheduler)
+    num_steps = resolve_steps(pipe, settings.steps)
+    try:
+        check_strength(settings.strength, num_steps)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--strength: {one_line(error)}") from error
+    return num_steps
 
 
 def sample_generators(seed: int | None, samples: int) -> list[torch.Generator] | None:

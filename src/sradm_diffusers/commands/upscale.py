@@ -47,7 +47,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
 
 # No torch, numpy or diffusers at import time: ``sradm --help``, ``--version`` and argument errors read this
 # module's constants only, and must answer at once (issue 19). The functions that need them import them.
@@ -59,39 +58,16 @@ from .distributed import ProcessShare
 from .files import (
     collect_inputs, drop_previous_outputs, load_image, plan_outputs, prepare_output_folders, write_image_atomic,
 )
-from .runtime import (  # noqa: F401 - DEFAULT_MODEL, re-exported for older imports
-    DEFAULT_MODEL, ImageError, StepReporter, UsageError, apply_tiling_policy, check_sampling_options,
-    is_dtype_unsupported, load_pipeline, one_line, resolve_device, resolve_steps, sample_batches, sample_generators,
+from .runtime import (  # noqa: F401 - DEFAULT_MODEL, resolve_steps, set_scheduler: re-exported for older imports
+    DEFAULT_MODEL, ImageError, StepReporter, UsageError, apply_tiling_policy, is_dtype_unsupported, load_pipeline,
+    one_line, prepare_sampler, resolve_device, resolve_steps, sample_batches, sample_generators, sampling_settings,
     set_scheduler,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 
 FAST_SCHEDULER = "dpm-sde"
 """Deprecated (the web demo now opens with :data:`DEFAULT_SAMPLING`): the stochastic sampler that was cleanest at 20
 steps on the demo model."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Input files
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Output files
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The command
-# ----------------------------------------------------------------------------------------------------------------
 
 
 def _report(path: str, reason: str) -> None:
@@ -137,7 +113,7 @@ def run_upscale(
     dtype: str = "fp32",
     tile: int | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
-    lr_consistency: bool = LR_CONSISTENCY,
+    lr_consistency: bool | None = None,
     uncertainty: bool = False,
     strength: float | None = None,
 ) -> int:
@@ -151,9 +127,8 @@ def run_upscale(
     from tqdm.auto import tqdm
 
     from ..extras.uncertainty import SUMMARY_KINDS, summary_images
-    from ..sampling.rrdb_start import check_strength
 
-    check_sampling_options(samples, seed, tile, tile_overlap)
+    settings = sampling_settings(scheduler, steps, strength, lr_consistency, samples, seed, tile, tile_overlap)
     if uncertainty and samples < 2:
         raise UsageError(f"--uncertainty needs --samples K with K >= 2 (got {samples}): it measures their spread.")
     share = ProcessShare()  # under `accelerate launch`, this process's part of the images
@@ -181,16 +156,9 @@ def run_upscale(
         available_bytes(torch_device)
     except ValueError as error:
         raise UsageError(one_line(error)) from error
-    if scheduler is None and steps is None and strength is None:
-        scheduler, steps, strength = DEFAULT_SAMPLING.scheduler, DEFAULT_SAMPLING.steps, DEFAULT_SAMPLING.strength
-    strength = 1.0 if strength is None else strength
     pipe = load_pipeline(model, torch_device, dtype)
-    set_scheduler(pipe, scheduler)
-    num_steps = resolve_steps(pipe, steps)
-    try:
-        check_strength(strength, num_steps)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--strength: {one_line(error)}") from error
+    num_steps = prepare_sampler(pipe, settings)
+    strength = settings.strength
     scale = int(pipe.config.upscale_factor)
     files = drop_previous_outputs(files, expanded, scale)
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
@@ -226,7 +194,7 @@ def run_upscale(
                         num_images_per_prompt=count,
                         output_type="pil",
                         callback_on_step_end=reporter,
-                        lr_consistency=lr_consistency,
+                        lr_consistency=settings.lr_consistency,
                         strength=strength,
                     )
                 except RuntimeError as error:
