@@ -837,13 +837,6 @@ def loader_worker_init(worker_id: int) -> None:
     (``benchmarks/bench_data.py``). A fixed threshold keeps those blocks mmapped and returned on free; the worker
     then stays at a constant ~15 MB of its own pages. Does nothing where the C library is not glibc.
     """
-    import ctypes
-    import ctypes.util
+    from sradm_diffusers.sampling.memory import pin_mmap_threshold
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return
-    if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
-        libc.mallopt(-3, WORKER_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; setting it also stops the dynamic raise
+    pin_mmap_threshold(WORKER_MMAP_THRESHOLD)

@@ -443,7 +443,8 @@ def make_optimizer(params, args, device) -> torch.optim.Optimizer:
 class RunningLoss:
     """The losses of the steps since the last log, summed on the device: adding one is not a host sync.
 
-    :meth:`mean` reads it (one sync, at logging intervals); a finite check of the loss belongs there too.
+    :meth:`mean` reads it (one sync, at logging intervals). Non-finite losses are caught by ``tu.NonFiniteWatch``,
+    checked before every save.
     """
 
     def __init__(self, device: torch.device):

@@ -159,6 +159,14 @@ def _glibc():
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+def pin_mmap_threshold(threshold: int) -> bool:
+    """Fix glibc's mmap threshold at ``threshold`` bytes (setting it also stops glibc raising it on its own):
+    blocks above it are mmapped and handed back to the OS when freed. False where it does not apply (not glibc,
+    or glibc refused the value)."""
+    libc = _glibc()
+    return libc is not None and hasattr(libc, "mallopt") and bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+
+
 def keep_freed_memory(mmap_threshold: int = 2**30) -> bool:
     """Make glibc keep freed memory for reuse instead of giving it back to the OS and faulting it in again.
 
@@ -171,12 +179,7 @@ def keep_freed_memory(mmap_threshold: int = 2**30) -> bool:
     a little (freed gaps are kept); ``trim_heap_around_each_call`` bounds that for large tiled photos. Returns
     False where it does not apply (not glibc, or glibc refused the threshold).
     """
-    libc = _glibc()
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
-        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    )
+    return pin_mmap_threshold(mmap_threshold) and bool(_glibc().mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def release_free_heap() -> None:
