@@ -501,7 +501,7 @@ def batches(loader, start_batch: int, streaming: bool):
 
 # ----------------------------------------------------------------------------------------------------- validation
 def _validation_scheduler(name: str):
-    """``--validation_scheduler``: built from the package's scheduler table as ``sradm upscale --scheduler`` builds it."""
+    """``--validation_scheduler``, built from the package's scheduler table as ``sradm upscale --scheduler`` is."""
     from sradm_diffusers.defaults import make_scheduler
     from sradm_diffusers.presets import default_scheduler
 

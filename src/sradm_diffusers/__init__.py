@@ -78,7 +78,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 class _DispatchOnceDiffusersLoads(importlib.abc.MetaPathFinder):
-    """Installs :mod:`sradm_diffusers.loading.dispatch` right after ``diffusers`` is imported (a post-import hook), so that
+    """Installs :mod:`~sradm_diffusers.loading.dispatch` right after ``diffusers`` is imported (a post-import hook), so
     ``DiffusionPipeline.from_pretrained`` returns ``SRADMPipeline`` for SRADM folders once this package is imported,
     whether diffusers was imported before or after it."""
 

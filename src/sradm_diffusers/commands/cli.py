@@ -101,7 +101,8 @@ def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_he
     parser.add_argument(
         "--strength", type=float, default=None, metavar="S",
         help="in (0, 1]: start from the RRDB output noised to an intermediate step and run the last int(steps * S) "
-        f"steps; 1 starts from pure noise (default: {DEFAULT_SAMPLING.strength} with the few-step default, otherwise 1)",
+        f"steps; 1 starts from pure noise (default: {DEFAULT_SAMPLING.strength} with the few-step default, "
+        "otherwise 1)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1, metavar="K", help="SR samples per image (default 1)"

@@ -23,7 +23,7 @@ _CITATION = """\
 """
 
 _DESCRIPTION = """\
-Super-resolution quality metrics of sradm_diffusers.metrics.quality, averaged over the images: PSNR and SSIM on RGB as the
+Super-resolution quality metrics of sradm_diffusers.metrics, averaged over the images: PSNR and SSIM on RGB as the
 SRDiff reference computes them (uint8, no crop, scikit-image's 7x7 SSIM), PSNR and SSIM on the BT.601 Y channel
 as BasicSR/NTIRE do (`scale` pixels cropped per border, 11x11 Gaussian SSIM), LR-PSNR (the SR image downscaled
 with the project's MATLAB bicubic `imresize` against the LR image) and AlexNet LPIPS when its weights are on this
@@ -67,7 +67,7 @@ def _to_chw_uint8(image, what):
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SradmSRMetrics(evaluate.Metric):
-    """PSNR/SSIM (RGB and Y), LR-PSNR and LPIPS for super-resolution, as sradm_diffusers.metrics.quality computes them."""
+    """PSNR/SSIM (RGB and Y), LR-PSNR and LPIPS for super-resolution, as sradm_diffusers.metrics computes them."""
 
     def _info(self):
         return evaluate.MetricInfo(
