@@ -128,6 +128,13 @@ def _add_sampling_options(parser: argparse.ArgumentParser, seed_default, seed_he
     parser.add_argument("--lr-consistency", **_CONSISTENCY)
 
 
+def _add_model_option(parser: argparse.ArgumentParser, what: str = "SRADM pipeline folder or Hub id") -> None:
+    """``--model PATH_OR_REPO`` (default: the bundled demo), as every subcommand takes it."""
+    parser.add_argument(
+        "--model", default=None, metavar="PATH_OR_REPO", help=f"{what} (default: the bundled CPU demo model, 4x)"
+    )
+
+
 def _version() -> str:
     from .. import __version__
 
@@ -164,10 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=None, metavar="OUT",
         help="output folder (created if needed), or an image file name for one input and one sample",
     )
-    up.add_argument(
-        "--model", default=None, metavar="PATH_OR_REPO",
-        help="saved SRADM pipeline folder or Hugging Face Hub id (default: the bundled CPU demo model, 4x)",
-    )
+    _add_model_option(up, "saved SRADM pipeline folder or Hugging Face Hub id")
     _add_sampling_options(
         up, None, "seed: sample k of every image uses a generator seeded S+k (default: random noise)"
     )
@@ -188,10 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and defaults as 'sradm upscale', so it scores what upscale writes for the same seed. "
         + _DEFAULT_SAMPLING_TEXT,
     )
-    ev.add_argument(
-        "--model", default=None, metavar="PATH_OR_REPO",
-        help="SRADM pipeline folder or Hub id for rrdb and sradm (default: the bundled CPU demo model, 4x)",
-    )
+    _add_model_option(ev, "SRADM pipeline folder or Hub id for rrdb and sradm")
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument("--hr-dir", metavar="DIR", help="folder of HR images (sorted by name, non-recursive)")
     source.add_argument(
@@ -229,10 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a Gradio page: upload an image, pick sampler, steps, seed and samples, compare bicubic "
         "and SR with a slider, download the PNG. Requests run one at a time. Stop with Ctrl+C.",
     )
-    demo.add_argument(
-        "--model", default=None, metavar="PATH_OR_REPO",
-        help="SRADM pipeline folder or Hub id (default: the bundled CPU demo model, 4x)",
-    )
+    _add_model_option(demo)
     demo.add_argument("--host", default=None, metavar="H", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=_positive_int, default=None, metavar="P", help="default: first free from 7860")
     demo.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
@@ -252,10 +250,7 @@ def _add_manipulation_commands(commands) -> None:
         "-o", "--output", required=True, metavar="OUT",
         help="output file: .gif writes an animation (there and back), .png/.jpg/.webp the frames side by side",
     )
-    it.add_argument(
-        "--model", default=None, metavar="PATH_OR_REPO",
-        help="SRADM pipeline folder or Hub id (default: the bundled CPU demo model, 4x)",
-    )
+    _add_model_option(it)
     it.add_argument("--frames", type=_int_at_least(2), default=8, metavar="N", help="frames, 2 or more (default 8)")
     it.add_argument(
         "--seeds", type=_seed, nargs=2, default=(0, 1), metavar=("A", "B"),
@@ -287,10 +282,7 @@ def _add_manipulation_commands(commands) -> None:
         help="8-bit greyscale image of the SR size: white (255) takes the reference, black (0) the model's sample",
     )
     fu.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file (e.g. fused.png)")
-    fu.add_argument(
-        "--model", default=None, metavar="PATH_OR_REPO",
-        help="SRADM pipeline folder or Hub id (default: the bundled CPU demo model, 4x)",
-    )
+    _add_model_option(fu)
     fu.add_argument(
         "--feather", type=float, default=8.0, metavar="PX",
         help="width in SR pixels of the soft border blended between reference and sample, 0 (hard) up to the "
