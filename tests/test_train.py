@@ -143,6 +143,28 @@ def test_diffusion_stage_pipeline_loads_and_runs(encoder_run, image_root, tmp_pa
     assert (out / "validation" / "step-0000002.png").is_file()
 
 
+def test_pretrained_unet_fine_tunes_from_the_given_weights(encoder_run, image_root, tmp_path):
+    """--pretrained_unet starts from a saved pipeline's U-Net: one step at lr 0 keeps its weights exactly."""
+    from sradm_diffusers import SRADMPipeline
+
+    enc_dir, _ = encoder_run
+    first = tmp_path / "first"
+    run(["--stage", "diffusion", "--pretrained_encoder", str(enc_dir),
+         *common(image_root, first, "--max_train_steps", 1, "--validation_steps", 0, "--num_validation_images", 0)])
+    started = dict(SRADMPipeline.from_pretrained(first).unet.state_dict())
+    tuned = tmp_path / "tuned"
+    run(["--stage", "diffusion", "--pretrained_encoder", str(enc_dir), "--pretrained_unet", str(first),
+         *common(image_root, tuned, "--max_train_steps", 1, "--validation_steps", 0, "--num_validation_images", 0,
+                 "--learning_rate", 0, "--seed", 11)])
+    # lr 0 and another seed: equal weights mean they came from the folder, not from the seeded initialisation.
+    assert_same_weights(dict(SRADMPipeline.from_pretrained(tuned).unet.state_dict()), started, atol=0)
+    with pytest.raises(ValueError, match="differs from the preset's U-Net in"):
+        run(["--stage", "diffusion", "--pretrained_encoder", str(enc_dir), "--pretrained_unet", str(first),
+             *common(image_root, tmp_path / "x", "--max_train_steps", 1), "--preset", "small"])
+    with pytest.raises(ValueError, match="--stage diffusion"):
+        train.parse_args(["--stage", "encoder", "--pretrained_unet", str(first), *common(image_root, tmp_path)])
+
+
 def test_diffusion_stage_rejects_mismatched_encoder(encoder_run, image_root, tmp_path):
     enc_dir, _ = encoder_run
     with pytest.raises(ValueError, match="feature channels"):

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrained_encoder", type=str, default=None,
                    help="Encoder folder from --stage encoder (or a pipeline folder / Hub id); required for "
                    "--stage diffusion, optional initialisation for --stage encoder.")
+    g.add_argument("--pretrained_unet", type=str, default=None,
+                   help="Initialise --stage diffusion from this U-Net: a U-Net folder, a pipeline folder (its unet) or "
+                   "a Hub id. Fine-tunes an existing model; --preset must match it.")
     g.add_argument("--residual_scale", type=float, default=2.0, help="x0 = (HR - up(LR)) * residual_scale.")
     g.add_argument("--loss", type=str, choices=("l1", "l2"), default="l1", help="Noise loss of the diffusion stage.")
 
@@ -247,6 +250,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(
             "--stage diffusion needs --pretrained_encoder: the output_dir of a --stage encoder run (or a Hub id)."
         )
+    if args.pretrained_unet and args.stage != "diffusion":
+        raise ValueError("--pretrained_unet initialises the noise predictor: use it with --stage diffusion.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/sradm-div2k-x4).")
     if args.report_to == "none":
@@ -298,6 +303,37 @@ def load_encoder(source: str):
         ) from error
 
 
+def load_unet(source: str, preset_unet):
+    """The ``SRADMUNet`` to fine-tune, from a U-Net folder, a pipeline folder (its ``unet``) or a Hub id.
+
+    Its config must equal ``preset_unet``'s (the run's ``--preset`` and ``--scale``): fine-tuning keeps the
+    architecture, and a mismatch raises ``ValueError`` naming the differing entries.
+    """
+    from sradm_diffusers import SRADMUNet
+
+    subfolder = "unet" if os.path.isfile(os.path.join(source, "model_index.json")) else None
+    try:
+        loaded = SRADMUNet.from_pretrained(source, subfolder=subfolder)
+    except OSError as error:
+        raise ValueError(
+            f"--pretrained_unet {source!r} could not be loaded ({str(error).splitlines()[0]}): pass a U-Net folder, "
+            "a pipeline folder or a Hub id."
+        ) from error
+    def as_json(value):  # a saved config holds lists where the preset's holds tuples
+        return json.loads(json.dumps(value))
+
+    differing = sorted(
+        key for key, value in preset_unet.config.items()
+        if not key.startswith("_") and as_json(loaded.config.get(key)) != as_json(value)
+    )
+    if differing:
+        raise ValueError(
+            f"--pretrained_unet {source!r} differs from the preset's U-Net in {', '.join(differing)}: "
+            "use the --preset and --scale it was trained with."
+        )
+    return loaded
+
+
 def check_encoder(encoder, unet, preset: str, scale: int, source: str) -> None:
     """Raise ``ValueError`` if a loaded encoder cannot condition ``unet`` (other scale or feature width)."""
     if encoder.config.upscale_factor != scale:
@@ -330,6 +366,8 @@ def build_training_models(args):
                 logger.warning("--pretrained_encoder config differs from preset %s; using the loaded one.", args.preset)
             encoder = loaded
         return encoder, EncoderUpscaler(encoder), None
+    if args.pretrained_unet:
+        unet = load_unet(args.pretrained_unet, unet)
     frozen = load_encoder(args.pretrained_encoder)
     check_encoder(frozen, unet, args.preset, args.scale, args.pretrained_encoder)
     if unet.size_multiple and args.resolution % unet.size_multiple:
