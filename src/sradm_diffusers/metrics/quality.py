@@ -28,6 +28,9 @@ import os
 import torch
 
 from .lpips import LPIPS, find_lpips_weights, load_lpips
+from .ssim import DATA_RANGE as _DATA_RANGE
+from .ssim import float_dtype as _float_dtype
+from .ssim import ssim_mean as _ssim_mean
 
 __all__ = [
     "EVALUATE_MODULE",
@@ -48,8 +51,6 @@ __all__ = [
 EVALUATE_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_metric", "sradm_sr_metrics.py")
 """Absolute path of the ``evaluate`` metric script: ``evaluate.load(EVALUATE_MODULE)``."""
 
-_DATA_RANGE = 255.0
-_K1, _K2 = 0.01, 0.03
 _RGB_WIN = 7  # scikit-image default window
 _Y_WIN, _Y_SIGMA = 11, 1.5  # BasicSR / NTIRE
 
@@ -82,10 +83,6 @@ def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) ->
     if not bool(torch.isfinite(x).all()):
         raise ValueError("to_uint8 got NaN or infinite values; check the model output before scoring it.")
     return ((x - lo) * (255.0 / (hi - lo))).round().clamp(0, 255).to(torch.uint8)
-
-
-def _float_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _as_batch(x: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
@@ -145,186 +142,6 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR (B,) of float tensors (B,C,H,W) on the 0..255 scale; inf where they are equal."""
     mse = (a - b).pow(2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(_DATA_RANGE**2 / mse)
-
-
-def _gaussian_1d(size: int, sigma: float, dtype, device) -> torch.Tensor:
-    """Normalised 1-D Gaussian as OpenCV's getGaussianKernel(size, sigma)."""
-    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-# SSIM is computed strip by strip (rows of the image), so that the intermediates of a strip stay in the CPU cache:
-# a pass over a whole float64 image is memory bound and several times slower. Both 1-D filter passes are matrix
-# products (BLAS) with banded matrices rather than one multiply-add per tap.
-_STRIP_BYTES = 1 << 20  # target size of a strip of the stacked moment maps (input rows + halo), CPU
-_HBLOCK = 16  # block length of the horizontal pass (>= window - 1)
-
-
-def _band(taps: list[float], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(n + len(taps) - 1, n) matrix ``M[p, i] = taps[p - i]`` (0 elsewhere): ``x @ M`` is the 'valid' correlation of
-    each row of ``x`` (length n + len(taps) - 1) with ``taps``."""
-    h = len(taps) - 1
-    k = torch.arange(n + h)[:, None] - torch.arange(n)[None, :]
-    t = torch.tensor(taps, dtype=torch.float64)
-    band = torch.where((k >= 0) & (k <= h), t[k.clamp(0, h)], torch.zeros((), dtype=torch.float64))
-    return band.to(device=device, dtype=dtype)
-
-
-def _cpu_float32_matmul_is_ieee() -> bool:
-    """Whether CPU float32 matrix products currently run in IEEE float32 (not bfloat16/TF32 internally)."""
-    try:
-        precision = torch.backends.mkldnn.matmul.fp32_precision  # torch >= 2.9; "none": not set (IEEE)
-    except AttributeError:
-        precision = None
-    try:
-        if precision is not None:
-            return precision in ("ieee", "none")
-        return torch.get_float32_matmul_precision() == "highest"
-    except RuntimeError:  # inconsistent legacy/new precision settings: be safe
-        return False
-
-
-def _strip_rows(device: torch.device, out_rows: int, row_bytes: int, halo: int) -> int:
-    """Output rows per strip: cache-sized on CPU, larger elsewhere (fewer kernel launches on a GPU)."""
-    if device.type != "cpu":
-        return min(out_rows, 256)
-    rows = _STRIP_BYTES // max(row_bytes, 1) - halo
-    return min(max(rows, halo, 1), out_rows)
-
-
-def _ssim_mean(x: torch.Tensor, y: torch.Tensor, win: int, sigma: float | None, luma: bool) -> torch.Tensor:
-    """Mean SSIM (B,) over channels and the 'valid' SSIM map, for uint8 (B,3,H,W) images on the 0..255 scale.
-
-    ``sigma=None`` (``luma=False``): scikit-image's SSIM on the three RGB channels: ``win`` x ``win`` uniform window,
-    sample covariance N/(N-1) with N = win**2. The window sums Sx, Sy, Sxy and Sq (of x*x + y*y) are sums of N
-    integers below 2 * 255**2, computed exactly (float32 holds every partial sum, < 2**24, exactly). With
-    A = C1 N^2 + 2 Sx Sy, B = C1 N^2 + Sx^2 + Sy^2 and K = C1 N^2 + C2 N (N-1), in float64,
-
-        ssim = A (2 N Sxy - A + K) / (B (N Sq - B + K)),
-
-    which is the usual formula in window means and N/(N-1)-scaled (co)variances, multiplied through by N^4.
-
-    ``sigma`` given (``luma=True``): BasicSR's SSIM on the BT.601 Y channel: separable normalised Gaussian window,
-    no covariance correction, float64. With m(.) the window means, A = C1 + 2 mx my and B = C1 + mx^2 + my^2,
-
-        ssim = A (2 m(xy) - A + K) / (B (m(xx + yy) - B + K)),  K = C1 + C2;
-
-    K/2 and K are added to the x*y and x*x + y*y maps before filtering (the window sums to 1).
-
-    The image is processed in strips of rows. The four moment maps (x, y, x*y, x*x + y*y) of every image and channel
-    of a strip lie side by side in one (rows, 4*B*C*W) buffer, so the vertical pass is one matrix product with a
-    banded (out_rows, rows) matrix. The horizontal pass treats that result as one flat signal cut into blocks of
-    ``_HBLOCK`` values: output block j = ``block_j @ M[:blk] + block_{j+1}[:win-1] @ M[blk:]`` with M the banded
-    (blk + win - 1, blk) matrix, two matrix products for the whole strip; outputs whose window crosses the end of an
-    image row are computed but not used. The ``win - 1`` input rows shared by consecutive strips are carried over
-    rather than recomputed.
-    """
-    b, _, h, w = x.shape
-    if min(h, w) < win:
-        raise ValueError(
-            f"SSIM with a {win}x{win} window needs images of at least {win}x{win} (after cropping); got {h}x{w}."
-        )
-    device = x.device
-    fdtype = _float_dtype(device)
-    gauss = sigma is not None
-    # Filtering dtype: the uniform window's integer sums are exact in float32 where float32 matrix products are IEEE
-    # float32 (CPU, default settings); TF32/bfloat16 products (GPUs, or CPUs after a user's
-    # torch.set_float32_matmul_precision("high"/"medium")) would round them, so there float64, exact as well.
-    exact_f32 = device.type == "cpu" and _cpu_float32_matmul_is_ieee()
-    wdtype = torch.float32 if not gauss and exact_f32 else fdtype
-    c = 1 if luma else x.shape[1]
-    halo = win - 1
-    blk = max(_HBLOCK, halo)  # the horizontal pass needs blocks at least as long as the window overlap
-    ho, wo = h - halo, w - halo
-    row = 4 * b * c * w  # elements of one image row of all the stacked moment maps
-    rows = _strip_rows(device, ho, row * wdtype.itemsize, halo)
-
-    if gauss:
-        taps = _gaussian_1d(win, sigma, torch.float64, torch.device("cpu")).tolist()
-    else:
-        taps = [1.0] * win
-    vert = _band(taps, rows, wdtype, device).T  # (rows, rows + halo)
-    hband = _band(taps, blk, wdtype, device)  # (blk + halo, blk)
-    h_main, h_next = hband[:blk], hband[blk:]
-    n_blocks = -(-rows * row // blk)
-    ring = torch.empty((rows + halo, 4, b, c, w), dtype=wdtype, device=device)
-    vflat = torch.zeros((n_blocks + 1) * blk, dtype=wdtype, device=device)  # tail stays finite (zeros)
-    hflat = torch.empty(n_blocks * blk, dtype=wdtype, device=device)
-    sflat = hflat if wdtype == fdtype else torch.empty(n_blocks * blk, dtype=fdtype, device=device)
-
-    def const(v: float) -> torch.Tensor:  # 0-dim tensor in the float dtype
-        return torch.tensor(v, dtype=fdtype, device=device)
-
-    c1 = (_K1 * _DATA_RANGE) ** 2
-    c2 = (_K2 * _DATA_RANGE) ** 2
-    if gauss:
-        scale, k_a, k_sum = 1.0, const(c1), None
-        k_xy, k_q = const((c1 + c2) / 2), const(c1 + c2)
-        if luma:
-            k_16 = const(16.0)
-            coef = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
-            rgb = torch.empty((rows + halo, b, 3, w), dtype=fdtype, device=device)
-    else:
-        n_win = float(win * win)
-        scale, k_a = n_win, const(c1 * n_win * n_win)
-        k_sum = c1 * n_win * n_win + c2 * n_win * (n_win - 1)
-    acc = torch.zeros(b, dtype=fdtype, device=device)
-
-    start = 0  # first output (and input) image row of the strip
-    while start < ho:
-        n = min(rows, ho - start)
-        if start == 0:
-            new0, count = 0, n + halo
-        else:  # the previous strip had `rows` output rows; its last `halo` input rows are this strip's first ones
-            ring[:halo].copy_(ring[rows : rows + halo])
-            new0, count = halo, n
-        src = slice(start + new0, start + new0 + count)
-        mx, my, mxy, mq = ring[new0 : new0 + count].unbind(1)  # (count, b, c, w) each
-        if luma:
-            for img, out in ((x, mx[:, :, 0]), (y, my[:, :, 0])):
-                t = rgb[:count]
-                t.copy_(img[:, :, src].permute(2, 0, 1, 3))
-                torch.add(k_16, t[:, :, 0], alpha=coef[0], out=out)
-                out.add_(t[:, :, 1], alpha=coef[1])
-                out.add_(t[:, :, 2], alpha=coef[2])
-        else:
-            mx.copy_(x[:, :, src].permute(2, 0, 1, 3))
-            my.copy_(y[:, :, src].permute(2, 0, 1, 3))
-        if gauss:
-            torch.addcmul(k_xy, mx, my, out=mxy)
-            torch.addcmul(k_q, mx, mx, out=mq)
-        else:
-            torch.mul(mx, my, out=mxy)
-            torch.mul(mx, mx, out=mq)
-        mq.addcmul_(my, my)
-
-        length = n * row
-        nb = -(-length // blk)
-        torch.mm(vert[:n, : n + halo], ring[: n + halo].view(n + halo, row), out=vflat[:length].view(n, row))
-        blocks = vflat[: (nb + 1) * blk].view(nb + 1, blk)
-        hout = hflat[: nb * blk].view(nb, blk)
-        torch.mm(blocks[:nb], h_main, out=hout)
-        hout.addmm_(blocks[1:, :halo], h_next)
-        if sflat is not hflat:
-            sflat[:length].copy_(hflat[:length])
-        fx, fy, fxy, fq = sflat[:length].view(n, 4, b, c, w)[..., :wo].unbind(1)  # (n, b, c, wo) each
-
-        # fx.. are window sums (uniform window: scale = N, k_sum = K) or window means with the constants already
-        # added to the xy and q maps (Gaussian: scale = 1, k_sum = None); see the docstring.
-        a = torch.addcmul(k_a, fx, fy, value=2)  # A
-        bq = torch.addcmul(k_a, fx, fx)  # B
-        bq.addcmul_(fy, fy)
-        num = torch.add(a, fxy, alpha=-2 * scale)  # A - 2 N Sxy (- K): minus the second numerator factor
-        den = torch.add(bq, fq, alpha=-scale)  # B - N Sq (- K): minus the second denominator factor
-        if k_sum is not None:
-            num.sub_(k_sum)
-            den.sub_(k_sum)
-        num.mul_(a)
-        den.mul_(bq)
-        acc += num.div_(den).sum(dim=(0, 2, 3))
-        start += n
-    return acc / (c * ho * wo)
 
 
 # ----------------------------------------------------------------------------- RGB protocol (reference)
