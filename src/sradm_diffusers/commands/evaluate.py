@@ -247,6 +247,57 @@ def _merge(parts: list[dict]) -> dict:
     return {key: value for part in parts for key, value in part.items()}
 
 
+def _check_source_options(hr_dir, lr_dir, dataset, scale: int, center_crop: int | None) -> None:
+    """UsageError for a data source or crop that cannot work, before anything loads."""
+    if (hr_dir is None) == (dataset is None):
+        raise UsageError("give exactly one of --hr-dir DIR and --dataset NAME.")
+    if scale < 1:
+        raise UsageError(f"--scale {scale}: use a positive integer such as 4.")
+    if hr_dir is not None and not os.path.isdir(hr_dir):
+        raise UsageError(f"--hr-dir {hr_dir!r} is not a folder.")
+    if lr_dir is not None and not os.path.isdir(lr_dir):
+        raise UsageError(f"--lr-dir {lr_dir!r} is not a folder.")
+    if center_crop is not None and (center_crop < scale or center_crop % scale):
+        raise UsageError(f"--center-crop {center_crop}: use a positive multiple of --scale {scale}.")
+    if center_crop is not None and lr_dir is not None:
+        raise UsageError("--center-crop cannot be combined with --lr-dir (the LR files are used as given).")
+
+
+def _load_model(model: str, torch_device, dtype: str, scale: int, settings: SamplingSettings, share):
+    """(pipeline with its sampler prepared, number of inference steps); UsageError if its scale is not ``scale``."""
+    pipe = load_pipeline(model, torch_device, dtype)
+    factor = int(pipe.config.upscale_factor)
+    if factor != scale:
+        raise UsageError(
+            f"--scale {scale} does not match the model's upscale_factor {factor} ({model}); "
+            f"pass --scale {factor} or a x{scale} model."
+        )
+    num_steps = prepare_sampler(pipe, settings)
+    # on a terminal the steps bar of each image (as upscale shows it); otherwise the StepReporter's lines
+    pipe.set_progress_bar_config(disable=None if share.is_main else True, leave=False, desc="steps")
+    return pipe, num_steps
+
+
+def _folder_items(hr_dir: str, lr_dir, scale: int, limit, center_crop, share):
+    """(items of this process, their count, the JSON's source entries) for ``--hr-dir``."""
+    names = folder_images(hr_dir)
+    if not names:
+        raise UsageError(f"--hr-dir {hr_dir!r} has no image files.")
+    mine = share.indices(len(names[:limit])) if share.num_processes > 1 else None
+    total = len(names[:limit]) if mine is None else len(mine)
+    items = iter_folder(hr_dir, scale, lr_dir=lr_dir, limit=limit, crop=center_crop, indices=mine)
+    return items, total, {"hr_dir": hr_dir, "lr_dir": lr_dir}
+
+
+def _dataset_items(dataset: str, split, image_column: str, cache_dir, scale: int, limit, center_crop, share):
+    """(items of this process, their count or None when unknown, the JSON's source entries) for ``--dataset``."""
+    data, split = load_eval_dataset(dataset, split, image_column, cache_dir=cache_dir)
+    mine = share.indices(_row_count(data, limit)) if share.num_processes > 1 else None
+    total = None if mine is None else len(mine)
+    items = iter_dataset(data, split, image_column, scale, limit=limit, crop=center_crop, indices=mine)
+    return items, total, {"dataset": dataset, "split": split, "image_column": image_column}
+
+
 def run_evaluate(
     model: str | None = None,
     hr_dir: str | None = None,
@@ -279,18 +330,7 @@ def run_evaluate(
         UsageError: bad options, data source or model (the caller prints it; exit status 2).
     """
     methods = parse_methods(methods) if isinstance(methods, str) else parse_methods(",".join(methods))
-    if (hr_dir is None) == (dataset is None):
-        raise UsageError("give exactly one of --hr-dir DIR and --dataset NAME.")
-    if scale < 1:
-        raise UsageError(f"--scale {scale}: use a positive integer such as 4.")
-    if hr_dir is not None and not os.path.isdir(hr_dir):
-        raise UsageError(f"--hr-dir {hr_dir!r} is not a folder.")
-    if lr_dir is not None and not os.path.isdir(lr_dir):
-        raise UsageError(f"--lr-dir {lr_dir!r} is not a folder.")
-    if center_crop is not None and (center_crop < scale or center_crop % scale):
-        raise UsageError(f"--center-crop {center_crop}: use a positive multiple of --scale {scale}.")
-    if center_crop is not None and lr_dir is not None:
-        raise UsageError("--center-crop cannot be combined with --lr-dir (the LR files are used as given).")
+    _check_source_options(hr_dir, lr_dir, dataset, scale, center_crop)
     needs_model = any(m != "bicubic" for m in methods)
     model = model if model is not None else DEFAULT_MODEL
 
@@ -300,33 +340,13 @@ def run_evaluate(
     torch_device = share.device(device, resolve_device)
     if needs_model and dtype_problem(dtype, torch_device.type) is not None:
         raise UsageError(dtype_problem(dtype, torch_device.type))
-    pipe, num_steps = None, None
-    if needs_model:
-        pipe = load_pipeline(model, torch_device, dtype)
-        factor = int(pipe.config.upscale_factor)
-        if factor != scale:
-            raise UsageError(
-                f"--scale {scale} does not match the model's upscale_factor {factor} ({model}); "
-                f"pass --scale {factor} or a x{scale} model."
-            )
-        num_steps = prepare_sampler(pipe, settings)
-        # on a terminal the steps bar of each image (as upscale shows it); otherwise the StepReporter's lines
-        pipe.set_progress_bar_config(disable=None if share.is_main else True, leave=False, desc="steps")
+    pipe, num_steps = _load_model(model, torch_device, dtype, scale, settings, share) if needs_model else (None, None)
     reporter = None if sys.stderr.isatty() or "sradm" not in methods else StepReporter(command="sradm evaluate")
 
     if hr_dir is not None:
-        if not folder_images(hr_dir):
-            raise UsageError(f"--hr-dir {hr_dir!r} has no image files.")
-        mine = share.indices(len(folder_images(hr_dir)[:limit])) if share.num_processes > 1 else None
-        total = len(folder_images(hr_dir)[:limit]) if mine is None else len(mine)
-        items = iter_folder(hr_dir, scale, lr_dir=lr_dir, limit=limit, crop=center_crop, indices=mine)
-        source = {"hr_dir": hr_dir, "lr_dir": lr_dir}
+        items, total, source = _folder_items(hr_dir, lr_dir, scale, limit, center_crop, share)
     else:
-        data, split = load_eval_dataset(dataset, split, image_column, cache_dir=cache_dir)
-        mine = share.indices(_row_count(data, limit)) if share.num_processes > 1 else None
-        total = None if mine is None else len(mine)
-        items = iter_dataset(data, split, image_column, scale, limit=limit, crop=center_crop, indices=mine)
-        source = {"dataset": dataset, "split": split, "image_column": image_column}
+        items, total, source = _dataset_items(dataset, split, image_column, cache_dir, scale, limit, center_crop, share)
 
     lpips_model = _load_lpips_quietly(torch_device)
     evaluator = Evaluator(

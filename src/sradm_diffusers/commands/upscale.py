@@ -101,6 +101,85 @@ def _write_outputs(images, targets: list[str], source: str, written_keys: dict[s
     return len(targets)
 
 
+def _prepare_device(device: str | None, dtype: str, share: ProcessShare):
+    """This process's torch device, with ``--dtype`` checked against it (UsageError) and the bf16 advice printed."""
+    torch_device = share.device(device, resolve_device)
+    problem = dtype_problem(dtype, torch_device.type)
+    if problem is not None:
+        raise UsageError(problem)
+    if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
+        from ..cpu import bf16_advice
+
+        advice = bf16_advice()
+        if advice:
+            print(f"sradm upscale: note: {advice}.", file=sys.stderr)
+    try:
+        from ..sampling.memory import available_bytes
+
+        available_bytes(torch_device)
+    except ValueError as error:
+        raise UsageError(one_line(error)) from error
+    return torch_device
+
+
+def _output_targets(plan, path: str, scale: int, samples: int, uncertainty: bool) -> list[str]:
+    """The files one input writes: its samples, then (``--uncertainty``) ``_mean``, ``_std`` and ``_std_scale``."""
+    from ..extras.uncertainty import SUMMARY_KINDS
+
+    targets = plan.paths(path, scale, samples)
+    if uncertainty:
+        targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in SUMMARY_KINDS]
+    return targets
+
+
+def _sample(pipe, image, settings, num_steps: int, generators, count: int, reporter, dtype: str, device):
+    """``count`` SR images of ``image`` as PIL; a failure becomes a UsageError (unsupported dtype) or ImageError."""
+    try:
+        return pipe(
+            image, num_inference_steps=num_steps, generator=generators, num_images_per_prompt=count,
+            output_type="pil", callback_on_step_end=reporter, lr_consistency=settings.lr_consistency,
+            strength=settings.strength,
+        ).images
+    except RuntimeError as error:
+        if is_dtype_unsupported(error):
+            raise UsageError(
+                f"--dtype {dtype} is not supported on {device.type} by this torch build "
+                f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
+            ) from error
+        raise ImageError(f"upscaling failed: {one_line(error)}") from error
+    except ValueError as error:
+        raise ImageError(one_line(error)) from error
+
+
+def _upscale_file(pipe, path: str, targets: list[str], options: dict, written_keys: dict[str, str]) -> int:
+    """Load ``path``, sample it (in memory-sized batches) and write ``targets``; returns the number of files written.
+
+    ``options``: ``settings``, ``num_steps``, ``samples``, ``seed``, ``uncertainty``, ``tile``, ``tile_overlap``,
+    ``device``, ``dtype``, ``reporter``. Raises ImageError for this input (the run goes on) or UsageError.
+    """
+    import numpy as np
+    import torch
+
+    from ..extras.uncertainty import summary_images
+
+    samples = options["samples"]
+    image = load_image(path)
+    apply_tiling_policy(pipe, image.width, image.height, options["tile"], options["tile_overlap"], options["device"],
+                        path)
+    generators = sample_generators(options["seed"], samples)
+    written, kept = 0, []
+    for start, count in sample_batches(pipe, image, samples, options["device"]):
+        images = _sample(pipe, image, options["settings"], options["num_steps"],
+                         None if generators is None else generators[start : start + count], count,
+                         options["reporter"], options["dtype"], options["device"])
+        written += _write_outputs(images, targets[start : start + count], path, written_keys)
+        kept += images if options["uncertainty"] else []
+    if options["uncertainty"]:  # mean and std of the K written (8-bit) samples
+        stack = torch.from_numpy(np.stack([np.asarray(im) for im in kept])).permute(0, 3, 1, 2) / 255
+        written += _write_outputs(summary_images(stack), targets[samples:], path, written_keys)
+    return written
+
+
 def run_upscale(
     inputs: list[str],
     output: str | None = None,
@@ -122,11 +201,7 @@ def run_upscale(
     Raises:
         UsageError: bad options, model or output location (the caller prints it and exits with 2).
     """
-    import numpy as np
-    import torch
     from tqdm.auto import tqdm
-
-    from ..extras.uncertainty import SUMMARY_KINDS, summary_images
 
     settings = sampling_settings(scheduler, steps, strength, lr_consistency, samples, seed, tile, tile_overlap)
     if uncertainty and samples < 2:
@@ -140,29 +215,15 @@ def run_upscale(
         return 1
     prepare_output_folders(plan, files)
 
-    torch_device = share.device(device, resolve_device)
-    problem = dtype_problem(dtype, torch_device.type)
-    if problem is not None:
-        raise UsageError(problem)
-    if dtype == "bf16" and torch_device.type == "cpu" and share.is_main:
-        from ..cpu import bf16_advice
-
-        advice = bf16_advice()
-        if advice:
-            print(f"sradm upscale: note: {advice}.", file=sys.stderr)
-    try:
-        from ..sampling.memory import available_bytes
-
-        available_bytes(torch_device)
-    except ValueError as error:
-        raise UsageError(one_line(error)) from error
+    torch_device = _prepare_device(device, dtype, share)
     pipe = load_pipeline(model, torch_device, dtype)
     num_steps = prepare_sampler(pipe, settings)
-    strength = settings.strength
     scale = int(pipe.config.upscale_factor)
     files = drop_previous_outputs(files, expanded, scale)
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
     reporter = None if sys.stderr.isatty() else StepReporter()
+    options = dict(settings=settings, num_steps=num_steps, samples=samples, seed=seed, uncertainty=uncertainty,
+                   tile=tile, tile_overlap=tile_overlap, device=torch_device, dtype=dtype, reporter=reporter)
 
     input_keys = {os.path.realpath(p) for p in files}
     written_keys: dict[str, str] = {}
@@ -171,46 +232,15 @@ def run_upscale(
     progress = tqdm(files, desc="upscale", unit="image", disable=None if share.is_main else True)
     for number, path in enumerate(progress, 1):
         try:
-            targets = plan.paths(path, scale, samples)
-            if uncertainty:  # <stem>_x<s>_mean.png, _std.png and _std_scale.png next to the samples
-                targets += [re.sub(r"_0\.png$", f"_{kind}.png", targets[0]) for kind in SUMMARY_KINDS]
+            targets = _output_targets(plan, path, scale, samples, uncertainty)
             _check_targets(targets, input_keys, written_keys)
             if number - 1 not in mine:  # another process writes these; keep the same collision checks
                 written_keys.update((os.path.realpath(target), path) for target in targets)
                 continue
-            image = load_image(path)
-            apply_tiling_policy(pipe, image.width, image.height, tile, tile_overlap, torch_device, path)
             if reporter is not None:
                 print(f"sradm upscale: image {number}/{len(files)}: {path}", file=sys.stderr, flush=True)
-                reporter.start(os.path.basename(path), int(num_steps * strength))  # the steps that run
-            generators = sample_generators(seed, samples)
-            sample_images = []
-            for start, count in sample_batches(pipe, image, samples, torch_device):
-                try:
-                    result = pipe(
-                        image,
-                        num_inference_steps=num_steps,
-                        generator=None if generators is None else generators[start : start + count],
-                        num_images_per_prompt=count,
-                        output_type="pil",
-                        callback_on_step_end=reporter,
-                        lr_consistency=settings.lr_consistency,
-                        strength=strength,
-                    )
-                except RuntimeError as error:
-                    if is_dtype_unsupported(error):
-                        raise UsageError(
-                            f"--dtype {dtype} is not supported on {torch_device.type} by this torch build "
-                            f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
-                        ) from error
-                    raise ImageError(f"upscaling failed: {one_line(error)}") from error
-                except ValueError as error:
-                    raise ImageError(one_line(error)) from error
-                written += _write_outputs(result.images, targets[start : start + count], path, written_keys)
-                sample_images += result.images if uncertainty else []
-            if uncertainty:  # mean and std of the K written (8-bit) samples
-                stack = torch.from_numpy(np.stack([np.asarray(im) for im in sample_images])).permute(0, 3, 1, 2) / 255
-                written += _write_outputs(summary_images(stack), targets[samples:], path, written_keys)
+                reporter.start(os.path.basename(path), int(num_steps * settings.strength))  # the steps that run
+            written += _upscale_file(pipe, path, targets, options, written_keys)
         except ImageError as error:
             if number - 1 in mine:  # a collision is found by every process; its owner reports it
                 failed += 1
