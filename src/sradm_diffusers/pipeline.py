@@ -40,6 +40,16 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def _check_generators(generator, num_images: int, num_images_per_prompt: int) -> None:
+    """A list of generators must hold one per output image (``num_images * num_images_per_prompt``)."""
+    batch = num_images * num_images_per_prompt
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ValueError(
+            f"Got {len(generator)} generators for {num_images} image(s) x num_images_per_prompt="
+            f"{num_images_per_prompt} = {batch} outputs; pass one generator, or a list of exactly {batch}."
+        )
+
+
 def _pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Mirror-pad (B, C, H, W) on the bottom/right; replicate where the image is too small to mirror."""
     if pad_h == 0 and pad_w == 0:
@@ -283,6 +293,26 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
         multiple = self.unet.size_multiple // math.gcd(self.unet.size_multiple, self.config.upscale_factor)
         return (-height) % multiple, (-width) % multiple
 
+    def noise_rrdb_start(
+        self, noise, timestep, lr_padded, up_per_image, tiles, trunk, num_images_per_prompt: int, hr_padding
+    ) -> torch.Tensor:
+        """x_t for ``strength`` < 1: the RRDB head's residual (B*K,3,sH,sW), padded as the latents, noised to
+        ``timestep`` with ``noise`` (:mod:`sradm_diffusers.sampling.rrdb_start`)."""
+        tile = tiles.tile_size if tiles is not None else None
+        x0 = rrdb_residual(self.lr_encoder, lr_padded, up_per_image, self.config.residual_scale, tile, trunk)
+        x0 = _pad_bottom_right(_per_sample(x0, num_images_per_prompt).to(noise.dtype), *hr_padding)
+        return self.scheduler.add_noise(x0, noise, timestep.reshape(1))
+
+    def residual_to_image(self, latents, up, consistency, hr_height: int, hr_width: int) -> torch.Tensor:
+        """The SR image (B,3,sH,sW) in [-1, 1]: ``up`` plus the denoised residual (unpadded, unscaled), after the
+        final LR back-projection when ``consistency`` is on. Raises ``ValueError`` on non-finite output."""
+        if consistency is not None:
+            latents = consistency.project(latents, FINAL_ITERATIONS)
+        residual = latents[:, :, :hr_height, :hr_width].float() / self.config.residual_scale
+        check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
+                     "in the files) or half precision overflowed: check or re-save the model, or use float32.")
+        return (up + residual).clamp(-1.0, 1.0)
+
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
@@ -338,11 +368,7 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
 
         lr = preprocess(image).to(device)
         batch, (height, width) = lr.shape[0] * num_images_per_prompt, lr.shape[-2:]
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(
-                f"Got {len(generator)} generators for {lr.shape[0]} image(s) x num_images_per_prompt="
-                f"{num_images_per_prompt} = {batch} outputs; pass one generator, or a list of exactly {batch}."
-            )
+        _check_generators(generator, lr.shape[0], num_images_per_prompt)
         check_sampling_memory(self.unet, batch, *self.unet_input_size(height, width), device, num_images_per_prompt,
                               output_size=(height * scale, width * scale))
         pad_h, pad_w = self._lr_padding(height, width)
@@ -363,12 +389,9 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
         latents = self.prepare_latents(hr_shape, generator, latents, device, (pad_h * scale, pad_w * scale))
         timesteps = self.get_timesteps(num_inference_steps, strength, device)
         if strength < 1.0:
-            tile = tiles.tile_size if tiles is not None else None
-            x0 = rrdb_residual(self.lr_encoder, lr_padded, up_per_image, self.config.residual_scale, tile, trunk)
-            x0 = _per_sample(x0, num_images_per_prompt).to(latents.dtype)
-            x0 = _pad_bottom_right(x0, pad_h * scale, pad_w * scale)
-            latents = self.scheduler.add_noise(x0, latents, timesteps[:1])
-            del x0, trunk  # whole-image tensors: not held through the loop
+            latents = self.noise_rrdb_start(latents, timesteps[0], lr_padded, up_per_image, tiles, trunk,
+                                            num_images_per_prompt, (pad_h * scale, pad_w * scale))
+            del trunk  # a whole-image tensor: not held through the loop
         else:
             latents = latents * self.scheduler.init_noise_sigma
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
@@ -377,12 +400,7 @@ class SRADMPipeline(SRADMHubMixin, DiffusionPipeline):
         latents = self.denoise(latents, timesteps, predict_noise, consistency, extra_step_kwargs,
                                callback_on_step_end, callback_on_step_end_tensor_inputs)
 
-        if consistency is not None:
-            latents = consistency.project(latents, FINAL_ITERATIONS)
-        residual = latents[:, :, : height * scale, : width * scale].float() / self.config.residual_scale
-        check_finite(residual, "the model's output (the denoised residual)", "its weights may be corrupt (NaN/inf "
-                     "in the files) or half precision overflowed: check or re-save the model, or use float32.")
-        sr = (up + residual).clamp(-1.0, 1.0)
+        sr = self.residual_to_image(latents, up, consistency, height * scale, width * scale)
         self.unet.reset_condition_cache()
         self.maybe_free_model_hooks()
 
