@@ -84,3 +84,60 @@ def test_samples_per_call_fill_half_the_budget(unet, monkeypatch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, str(fixed + one - 1))
     with pytest.raises(SamplingMemoryError, match="or fewer samples"):
         samples_per_batch(unet, 64, 64, 8)
+
+
+def test_samples_per_call_count_the_whole_output_when_tiled(unet, monkeypatch):
+    """Tiled (a 64 px tile of a 256 px output), each sample also holds the whole-image tensors: fewer fit, and the
+    refusal comes where the tile alone would still fit."""
+    fixed = estimate_sampling_bytes(unet, 0, 64, 64)
+    one_tiled = estimate_sampling_bytes(unet, 1, 64, 64, (256, 256)) - fixed
+    one_untiled = estimate_sampling_bytes(unet, 1, 64, 64) - fixed
+    assert one_tiled > 2 * one_untiled
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(2 * (fixed + 3 * one_tiled)))
+    assert samples_per_batch(unet, 64, 64, 8, output_size=(256, 256)) == 3
+    assert samples_per_batch(unet, 64, 64, 8) == 8  # the same budget holds all 8 untiled 64 px samples
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(fixed + one_tiled - 1))
+    assert samples_per_batch(unet, 64, 64, 1) == 1  # untiled, one sample fits
+    with pytest.raises(SamplingMemoryError, match="in tiles of 64x64"):
+        samples_per_batch(unet, 64, 64, 8, output_size=(256, 256))
+
+
+class RecordingLibc:
+    """Stands in for glibc: records ``mallopt`` and ``malloc_trim`` calls; ``mallopt`` answers ``accept``."""
+
+    def __init__(self, accept: int = 1):
+        self.calls, self.accept = [], accept
+
+    def mallopt(self, param, value):
+        self.calls.append(("mallopt", param, value))
+        return self.accept
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.mark.parametrize("accept", [1, 0])
+def test_heap_policy_calls_glibc_with_malloc_h_parameters(monkeypatch, accept):
+    """M_MMAP_THRESHOLD is -3 and M_TRIM_THRESHOLD -1 in malloc.h; malloc_trim(0) keeps no padding."""
+    from sradm_diffusers.sampling import memory
+
+    libc = RecordingLibc(accept)
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    assert memory.pin_mmap_threshold(12345) is bool(accept)
+    assert libc.calls == [("mallopt", -3, 12345)]
+    libc.calls.clear()
+    assert memory.keep_freed_memory(2**20) is bool(accept)
+    assert libc.calls == ([("mallopt", -3, 2**20), ("mallopt", -1, 2**31 - 1)] if accept else [("mallopt", -3, 2**20)])
+    libc.calls.clear()
+    memory.release_free_heap()
+    assert libc.calls == [("malloc_trim", 0)]
+
+
+def test_heap_policy_is_a_no_op_without_glibc(monkeypatch):
+    from sradm_diffusers.sampling import memory
+
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    assert memory.pin_mmap_threshold(2**20) is False
+    assert memory.keep_freed_memory() is False
+    memory.release_free_heap()  # nothing to call, no error

@@ -152,16 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.required = True
 
-    up = commands.add_parser(
-        "upscale",
-        help="super-resolve image files",
-        description="Super-resolve images by the model's upscale factor s. Outputs <name>_x<s>.png next to each "
-        "input (or in -o DIR); --samples K writes <name>_x<s>_<k>.png, k=0..K-1. EXIF orientation is applied "
-        "when loading; of an animated GIF or multi-page TIFF only the first frame is used (said in a note); "
-        "transparency is composited on white (the output is RGB). Files are written to a temporary name and renamed, "
-        "never half-written (a symlink is written through; a device or FIFO is refused); inputs are never "
-        "overwritten. A bad input is reported in one line and skipped (exit status 1). " + _DEFAULT_SAMPLING_TEXT,
-    )
+    _add_upscale_command(commands)
+    _add_evaluate_command(commands)
+    _add_manipulation_commands(commands)
+    _add_demo_command(commands)
+    return parser
+
+
+_UPSCALE_DESCRIPTION = (
+    "Super-resolve images by the model's upscale factor s. Outputs <name>_x<s>.png next to each "
+    "input (or in -o DIR); --samples K writes <name>_x<s>_<k>.png, k=0..K-1. EXIF orientation is applied "
+    "when loading; of an animated GIF or multi-page TIFF only the first frame is used (said in a note); "
+    "transparency is composited on white (the output is RGB). Files are written to a temporary name and renamed, "
+    "never half-written (a symlink is written through; a device or FIFO is refused); inputs are never "
+    "overwritten. A bad input is reported in one line and skipped (exit status 1). " + _DEFAULT_SAMPLING_TEXT
+)
+
+
+def _add_upscale_command(commands) -> None:
+    """``sradm upscale INPUT...``: the main job."""
+    up = commands.add_parser("upscale", help="super-resolve image files", description=_UPSCALE_DESCRIPTION)
     up.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (non-recursive) or glob patterns")
     up.add_argument(
         "--sample", action="store_true",
@@ -181,16 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
         "colour map of the SR size, <name>_x<s>_std.png, and its colour scale, <name>_x<s>_std_scale.png",
     )
 
+
+_EVALUATE_DESCRIPTION = (
+    "Evaluate on HR images: LR = MATLAB-bicubic imresize(HR, 1/s) rounded to uint8, or the files of "
+    "--lr-dir. HR images whose size is not a multiple of s are cropped at the bottom/right to a multiple of s "
+    "first. Metrics: PSNR/SSIM on RGB (no crop, scikit-image SSIM), PSNR/SSIM on Y (BT.601, s pixels "
+    "cropped, Gaussian SSIM), LR-PSNR, LPIPS (AlexNet; n/a without local weights). Images that fail are "
+    "reported, counted and excluded from every mean (exit status 1). SRADM is sampled with the same options "
+    "and defaults as 'sradm upscale', so it scores what upscale writes for the same seed. "
+    + _DEFAULT_SAMPLING_TEXT
+)
+
+
+def _add_evaluate_command(commands) -> None:
+    """``sradm evaluate``: the paper's metrics for bicubic, RRDB and SRADM on an image set."""
     ev = commands.add_parser(
-        "evaluate",
-        help="PSNR/SSIM/LPIPS/LR-PSNR of bicubic, RRDB and SRADM on an image set",
-        description="Evaluate on HR images: LR = MATLAB-bicubic imresize(HR, 1/s) rounded to uint8, or the files of "
-        "--lr-dir. HR images whose size is not a multiple of s are cropped at the bottom/right to a multiple of s "
-        "first. Metrics: PSNR/SSIM on RGB (no crop, scikit-image SSIM), PSNR/SSIM on Y (BT.601, s pixels "
-        "cropped, Gaussian SSIM), LR-PSNR, LPIPS (AlexNet; n/a without local weights). Images that fail are "
-        "reported, counted and excluded from every mean (exit status 1). SRADM is sampled with the same options "
-        "and defaults as 'sradm upscale', so it scores what upscale writes for the same seed. "
-        + _DEFAULT_SAMPLING_TEXT,
+        "evaluate", help="PSNR/SSIM/LPIPS/LR-PSNR of bicubic, RRDB and SRADM on an image set",
+        description=_EVALUATE_DESCRIPTION,
     )
     _add_model_option(ev, "SRADM pipeline folder or Hub id for rrdb and sradm")
     source = ev.add_mutually_exclusive_group(required=True)
@@ -223,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", default=None, metavar="FILE", help="write all numbers to this JSON file (atomically)")
     _add_sampling_options(ev, 0, "seed: sample k of every image uses a generator seeded S+k (default 0)")
-    _add_manipulation_commands(commands)
 
+
+def _add_demo_command(commands) -> None:
+    """``sradm demo``: the Gradio page."""
     demo = commands.add_parser(
         "demo", help="web page to try the model in a browser (needs the [demo] extra: Gradio)",
         description="Serve a Gradio page: upload an image, pick sampler, steps, seed and samples, compare bicubic "
@@ -234,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default=None, metavar="H", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=_positive_int, default=None, metavar="P", help="default: first free from 7860")
     demo.add_argument("--device", choices=list(DEVICES), default=None, help="default: cuda, else mps, else cpu")
-    return parser
 
 
 def _add_manipulation_commands(commands) -> None:
