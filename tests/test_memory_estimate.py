@@ -141,3 +141,25 @@ def test_heap_policy_is_a_no_op_without_glibc(monkeypatch):
     assert memory.pin_mmap_threshold(2**20) is False
     assert memory.keep_freed_memory() is False
     memory.release_free_heap()  # nothing to call, no error
+
+
+def test_trim_hooks_report_whether_they_were_installed(monkeypatch):
+    """With glibc: True, and malloc_trim(0) runs before and after each forward (only while ``only_if`` says so);
+    without it: False and no hook."""
+    import torch
+
+    from sradm_diffusers.sampling import memory
+
+    libc = RecordingLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    module, tiled = torch.nn.Identity(), [True]
+    assert memory.trim_heap_around_each_call(module, only_if=lambda: tiled[0]) is True
+    module(torch.zeros(1))
+    assert libc.calls == [("malloc_trim", 0), ("malloc_trim", 0)]
+    tiled[0] = False
+    module(torch.zeros(1))
+    assert len(libc.calls) == 2
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    bare = torch.nn.Identity()
+    assert memory.trim_heap_around_each_call(bare) is False
+    assert not bare._forward_pre_hooks and not bare._forward_hooks
