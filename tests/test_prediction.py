@@ -9,7 +9,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 
 from sradm_diffusers.presets import default_scheduler
-from sradm_diffusers.sampling.prediction import alpha_bar, bound_x0, clip_model_output, predicted_x0
+from sradm_diffusers.sampling.prediction import (
+    alpha_bar, bound_x0, clip_model_output, model_output_for, needs_x0_clipping, predicted_x0,
+)
 
 
 def _config(**entries):
@@ -103,3 +105,49 @@ def test_clip_model_output_gives_the_noise_of_the_clipped_x0(dtype):
     # bfloat16 rounds eps' by up to 2^-8 relative: x_0 then exceeds 1 by up to ~0.008 here (measured), bar 0.02
     slack = 1e-4 if dtype == torch.float32 else 0.02
     np.testing.assert_array_less(predicted_x0(scheduler, got.float(), x, t).abs().numpy(), 1.0 + slack)
+
+
+def _scheduler(prediction_type):
+    scheduler = DDIMScheduler.from_config(default_scheduler().config, prediction_type=prediction_type)
+    scheduler.set_timesteps(10)
+    return scheduler
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_x0_and_model_output_follow_each_prediction_type(prediction_type, dtype):
+    """x = a x0 + b eps with a = sqrt(abar), b = sqrt(1 - abar); v = a eps - b x0 (so x0 = a x - b v)."""
+    scheduler = _scheduler(prediction_type)
+    t = scheduler.timesteps[4]
+    abar = float(scheduler.alphas_cumprod[int(t)])
+    a, b = abar**0.5, (1 - abar) ** 0.5
+    g = torch.Generator().manual_seed(6)
+    x0, eps = torch.randn(1, 3, 8, 8, generator=g), torch.randn(1, 3, 8, 8, generator=g)
+    x = a * x0 + b * eps
+    output = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - b * x0}[prediction_type]
+    torch.testing.assert_close(predicted_x0(scheduler, output, x, t), x0, rtol=0, atol=1e-5)
+    back = model_output_for(scheduler, x0, x, t, dtype)
+    assert back.dtype == dtype
+    torch.testing.assert_close(back.float(), output.to(dtype).float(), rtol=0, atol=1e-5 if dtype == torch.float32
+                               else 3e-2)
+
+
+def test_an_unknown_prediction_type_is_named_with_the_supported_ones():
+    scheduler = _scheduler("flow")
+    message = "x_0 correction supports prediction_type epsilon, sample, v_prediction; the scheduler has 'flow'."
+    with pytest.raises(ValueError) as error:
+        predicted_x0(scheduler, torch.zeros(1), torch.zeros(1), scheduler.timesteps[0])
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("cls, entries, needed", [
+    (EulerDiscreteScheduler, {"clip_sample": True, "thresholding": False}, True),
+    (EulerDiscreteScheduler, {"clip_sample": False, "thresholding": True}, True),
+    (EulerDiscreteScheduler, {"clip_sample": False, "thresholding": False}, False),
+    (DDIMScheduler, {"clip_sample": True, "thresholding": False}, False),
+    (DDIMScheduler, {"clip_sample": False, "thresholding": True}, False),
+    (DDIMScheduler, {"clip_sample": False, "thresholding": False}, False),
+])
+def test_x0_clipping_is_added_only_where_the_class_lacks_the_option(cls, entries, needed):
+    scheduler = cls.from_config({**default_scheduler().config, **entries})
+    assert needs_x0_clipping(scheduler) is needed
