@@ -80,3 +80,19 @@ class ShardedEpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+class EpochTaggedSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` for every index of ``sampler``, ``epoch`` read from ``sampler.epoch`` when an epoch's
+    iteration starts. :class:`PairDataset` makes that epoch's crop, so DataLoader workers can persist across epochs
+    (``persistent_workers=True``) and still give exactly the pairs of a fresh run or a resumed one."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch = int(self.sampler.epoch)
+        return ((epoch, int(index)) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
