@@ -16,6 +16,7 @@ import shutil
 import zipfile
 from typing import Any
 
+from training.ema import load_ema
 from training.safe_io import apply_umask, crash_point, disk_full_error
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -199,3 +200,31 @@ def remove_unfinished_checkpoints(output_dir: str) -> None:
         for name in os.listdir(output_dir):
             if name.startswith(CHECKPOINT_PREFIX) and name.endswith(TMP_SUFFIX):
                 shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+
+
+def register_model_hooks(accelerator, model_cls, subfolder: str, ema=None) -> None:
+    """Make ``accelerator.save_state`` / ``load_state`` keep the trained model in diffusers format.
+
+    A checkpoint then holds ``<subfolder>/`` (``"encoder"`` or ``"unet"``; ``model_cls.save_pretrained`` of the
+    wrapped model's ``inner``) and, with ``ema``, ``ema/``; loading reads them back into the prepared wrapper.
+    """
+
+    def save_model_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for m in models:
+                accelerator.unwrap_model(m).inner.save_pretrained(os.path.join(output_dir, subfolder))
+                weights.pop()
+            if ema is not None:
+                ema.save_pretrained(os.path.join(output_dir, "ema"))
+
+    def load_model_hook(models, input_dir):
+        if ema is not None:
+            load_ema(ema, input_dir, model_cls, accelerator.device)
+        while models:
+            m = models.pop()
+            loaded = model_cls.from_pretrained(os.path.join(input_dir, subfolder))
+            accelerator.unwrap_model(m).inner.load_state_dict(loaded.state_dict())
+            del loaded
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)

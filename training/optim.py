@@ -1,4 +1,4 @@
-"""The optimizer and its learning-rate schedule."""
+"""The optimizer (Adam, fused where the device has it) and its learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -42,3 +42,15 @@ def build_lr_scheduler(
         num_warmup_steps=warmup_steps * num_processes,
         num_training_steps=total_steps * num_processes,
     )
+
+
+def make_optimizer(params, args, device) -> torch.optim.Optimizer:
+    """Adam (the reference's optimizer) with torch's fused kernel where it exists for ``device`` (CUDA; CPU in
+    torch >= 2.4), else the multi-tensor (foreach) one; the update rule is the same."""
+    kwargs = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # fused not implemented for this device / torch
+        return torch.optim.Adam(params, foreach=True, **kwargs)

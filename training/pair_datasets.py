@@ -30,7 +30,36 @@ from training.sources import check_image_column, undecoded
 logger = logging.getLogger(__name__)
 
 
-class PairDataset(torch.utils.data.Dataset):
+class _PairOptions:
+    """The :func:`make_pair` options both pair datasets share, checked once.
+
+    Args (keywords of both datasets):
+        image_column: the HR image column.
+        random_flip, preprocess, random_vflip, random_rot90: see :func:`make_pair`.
+        seed: base seed of the crops.
+    """
+
+    def _init_options(self, resolution: int, scale: int, image_column: str = "image", random_flip: bool = True,
+                      preprocess: Optional[str] = None, seed: int = 0, random_vflip: bool = False,
+                      random_rot90: bool = False) -> None:
+        check_scale_resolution(resolution, scale)
+        check_preprocess(preprocess)
+        if resolution is None:
+            raise ValueError(f"{type(self).__name__} needs a fixed resolution (crops must stack into a batch).")
+        self.image_column = image_column
+        self.resolution, self.scale = int(resolution), int(scale)
+        self.random_flip, self.random_vflip, self.random_rot90 = random_flip, random_vflip, random_rot90
+        self.preprocess = preprocess
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def _make_pair(self, value: Any, generator: torch.Generator) -> Dict[str, torch.Tensor]:
+        """:func:`make_pair` of one image value with these options."""
+        return make_pair(value, self.resolution, self.scale, self.random_flip, self.preprocess, generator,
+                         random_vflip=self.random_vflip, random_rot90=self.random_rot90)
+
+
+class PairDataset(_PairOptions, torch.utils.data.Dataset):
     """Map-style dataset of (LR, HR) pairs from a ``datasets.Dataset`` (or any sequence of row dicts).
 
     ``dataset[i]`` is ``{"hr", "lr", "index"}`` (see :func:`make_pair`) or ``None`` when image ``i`` is skipped
@@ -46,47 +75,25 @@ class PairDataset(torch.utils.data.Dataset):
 
     Args:
         dataset: rows with ``image_column`` (may be ``None`` with ``store``).
-        resolution, scale, random_flip, preprocess, random_vflip, random_rot90: see :func:`make_pair`.
-        image_column: the HR image column.
-        seed: base seed of the crops.
+        resolution, scale: see :func:`make_pair`.
         cache_images: keep every decoded image in memory after its first use. For small sets (the CPU demo:
             45 photos, ~130 MB decoded) this removes PNG decoding from every step; leave it off for large sets.
             Each DataLoader worker process holds its own cache. Ignored with ``store``.
         store: extracted images (``preprocess`` already applied to them).
+        options: ``image_column``, ``random_flip``, ``preprocess``, ``seed``, ``random_vflip``, ``random_rot90``
+            (:class:`_PairOptions`).
     """
 
-    def __init__(
-        self,
-        dataset,
-        resolution: int,
-        scale: int,
-        image_column: str = "image",
-        random_flip: bool = True,
-        preprocess: Optional[str] = None,
-        seed: int = 0,
-        random_vflip: bool = False,
-        random_rot90: bool = False,
-        cache_images: bool = False,
-        store=None,
-    ):
-        check_scale_resolution(resolution, scale)
-        check_preprocess(preprocess)
-        if resolution is None:
-            raise ValueError("PairDataset needs a fixed resolution (crops must stack into a batch).")
+    def __init__(self, dataset, resolution: int, scale: int, cache_images: bool = False, store=None, **options):
+        self._init_options(resolution, scale, **options)
         if store is None:
-            check_image_column(dataset, image_column)
-            self.dataset = undecoded(dataset, image_column)
+            check_image_column(dataset, self.image_column)
+            self.dataset = undecoded(dataset, self.image_column)
         else:
             if dataset is not None and len(dataset) != len(store):
                 raise ValueError(f"the store holds {len(store)} images but the dataset has {len(dataset)} rows.")
             self.dataset = None  # workers need only the store: no Arrow table or row cache in them
         self.store = store
-        self.image_column = image_column
-        self.resolution, self.scale = int(resolution), int(scale)
-        self.random_flip, self.random_vflip, self.random_rot90 = random_flip, random_vflip, random_rot90
-        self.preprocess = preprocess
-        self.seed = int(seed)
-        self.epoch = 0
         self._cache: Optional[Dict[int, Image.Image]] = {} if cache_images and store is None else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -103,10 +110,7 @@ class PairDataset(torch.utils.data.Dataset):
             if self.store is not None:
                 pair = self._stored_pair(index, generator)
             else:
-                pair = make_pair(
-                    self._image(index), self.resolution, self.scale, self.random_flip,
-                    self.preprocess, generator, random_vflip=self.random_vflip, random_rot90=self.random_rot90,
-                )
+                pair = self._make_pair(self._image(index), generator)
         except SkippedImage as exc:
             logger.debug("skipped image %d: %s", index, exc)
             return None
@@ -133,7 +137,7 @@ class PairDataset(torch.utils.data.Dataset):
         return self._cache[index]
 
 
-class IterablePairDataset(torch.utils.data.IterableDataset):
+class IterablePairDataset(_PairOptions, torch.utils.data.IterableDataset):
     """(LR, HR) pairs from a streaming ``datasets.IterableDataset``.
 
     The stream is shuffled with ``datasets``' own ``shuffle(seed=seed, buffer_size=shuffle_buffer_size)``
@@ -148,47 +152,27 @@ class IterablePairDataset(torch.utils.data.IterableDataset):
         shuffle_buffer_size: ``0`` disables shuffling.
         rank, world_size: this process's place in a distributed run (``accelerator.process_index`` /
             ``num_processes``).
-        Others: as :class:`PairDataset`.
+        options: as :class:`PairDataset`'s.
     """
 
-    def __init__(
-        self,
-        dataset,
-        resolution: int,
-        scale: int,
-        image_column: str = "image",
-        random_flip: bool = True,
-        preprocess: Optional[str] = None,
-        seed: int = 0,
-        shuffle_buffer_size: int = 1000,
-        rank: int = 0,
-        world_size: int = 1,
-        random_vflip: bool = False,
-        random_rot90: bool = False,
-    ):
+    def __init__(self, dataset, resolution: int, scale: int, shuffle_buffer_size: int = 1000, rank: int = 0,
+                 world_size: int = 1, **options):
         import datasets
         from datasets.distributed import split_dataset_by_node
 
-        check_scale_resolution(resolution, scale)
-        if resolution is None:
-            raise ValueError("IterablePairDataset needs a fixed resolution (crops must stack into a batch).")
+        self._init_options(resolution, scale, **options)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size}).")
         if isinstance(dataset, datasets.Dataset):
             dataset = dataset.to_iterable_dataset()
-        check_image_column(dataset, image_column)
-        dataset = undecoded(dataset, image_column)
+        check_image_column(dataset, self.image_column)
+        dataset = undecoded(dataset, self.image_column)
         if shuffle_buffer_size and shuffle_buffer_size > 0:
-            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+            dataset = dataset.shuffle(seed=self.seed, buffer_size=shuffle_buffer_size)
         if world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
         self.dataset = dataset
-        self.image_column = image_column
-        self.resolution, self.scale = int(resolution), int(scale)
-        self.random_flip, self.random_vflip, self.random_rot90 = random_flip, random_vflip, random_rot90
-        self.preprocess = preprocess
-        self.seed, self.rank = int(seed), int(rank)
-        self.epoch = 0
+        self.rank = int(rank)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle the stream (``datasets`` uses ``seed + epoch``) and select the epoch's crops."""
@@ -204,10 +188,7 @@ class IterablePairDataset(torch.utils.data.IterableDataset):
                                  f"columns: {sorted(row)}. Pass one of them as image_column.")
             generator = torch.Generator().manual_seed(pair_seed(self.seed, self.epoch, k, self.rank, worker))
             try:
-                pair = make_pair(
-                    row[self.image_column], self.resolution, self.scale, self.random_flip, self.preprocess,
-                    generator, random_vflip=self.random_vflip, random_rot90=self.random_rot90,
-                )
+                pair = self._make_pair(row[self.image_column], generator)
             except SkippedImage as exc:
                 logger.debug("skipped streamed image %d (worker %d): %s", k, worker, exc)
                 yield None

@@ -147,7 +147,9 @@ def load_image_dataset(
     if train_data_dir is not None:
         path = Path(train_data_dir)
         if not path.exists():
-            raise ValueError(f"train_data_dir={str(path)!r} does not exist; pass a folder of images or a .parquet file.")
+            raise ValueError(
+                f"train_data_dir={str(path)!r} does not exist; pass a folder of images or a .parquet file."
+            )
         if path.is_file():
             if path.suffix != ".parquet":
                 raise ValueError(f"train_data_dir={str(path)!r} is a file but not .parquet; pass a folder of images.")
