@@ -142,21 +142,9 @@ def load_image_dataset(
             f"give exactly one of dataset_name (a Hub id such as {list(HUB_DATASETS)}) and train_data_dir (a local "
             f"image folder or .parquet file); got dataset_name={dataset_name!r}, train_data_dir={train_data_dir!r}."
         )
-    index_range = None
-    source_split = split
+    index_range, source_split = None, split
     if train_data_dir is not None:
-        path = Path(train_data_dir)
-        if not path.exists():
-            raise ValueError(
-                f"train_data_dir={str(path)!r} does not exist; pass a folder of images or a .parquet file."
-            )
-        if path.is_file():
-            if path.suffix != ".parquet":
-                raise ValueError(f"train_data_dir={str(path)!r} is a file but not .parquet; pass a folder of images.")
-            builder, kwargs = "parquet", dict(data_files={"train": str(path)})
-        else:
-            builder, kwargs = "imagefolder", dict(data_dir=str(path), drop_labels=True)
-        where = str(path)
+        builder, kwargs, where = _local_source(train_data_dir)
     else:
         spec = HUB_DATASETS.get(dataset_name)
         if spec is not None:
@@ -165,30 +153,44 @@ def load_image_dataset(
             dataset_config_name = dataset_config_name or spec.dataset_config_name
             if split in spec.index_splits:
                 source_split, index_range = spec.source_split, spec.index_splits[split]
-        builder = dataset_name
+        builder, where = dataset_name, dataset_name
         kwargs = dict(name=dataset_config_name, data_files=dict(data_files) if isinstance(data_files, Mapping)
                       else data_files, revision=revision)
-        where = dataset_name
     try:
         ds = datasets.load_dataset(builder, split=source_split, streaming=streaming, cache_dir=cache_dir, **kwargs)
     except ValueError as exc:
         if "split" in str(exc).lower():
             raise ValueError(f"split={split!r} is not available in {where}: {exc}") from exc
         raise
-
     if index_range is not None:
-        start, stop = index_range
-        if streaming:
-            ds = ds.skip(start).take(stop - start)
-        else:
-            if len(ds) < stop:
-                raise ValueError(
-                    f"split={split!r} of {where} needs rows {start}..{stop - 1}, but the {source_split!r} split has "
-                    f"only {len(ds)} rows; use split='all' or check the dataset."
-                )
-            ds = ds.select(range(start, stop))
+        ds = _select_rows(ds, index_range, streaming, f"split={split!r} of {where}", source_split)
     check_image_column(ds, image_column, where)
     return ds
+
+
+def _local_source(train_data_dir: Union[str, os.PathLike]) -> Tuple[str, Dict[str, Any], str]:
+    """``(builder, load_dataset kwargs, description)`` of a local image folder or ``.parquet`` file."""
+    path = Path(train_data_dir)
+    if not path.exists():
+        raise ValueError(f"train_data_dir={str(path)!r} does not exist; pass a folder of images or a .parquet file.")
+    if path.is_file():
+        if path.suffix != ".parquet":
+            raise ValueError(f"train_data_dir={str(path)!r} is a file but not .parquet; pass a folder of images.")
+        return "parquet", dict(data_files={"train": str(path)}), str(path)
+    return "imagefolder", dict(data_dir=str(path), drop_labels=True), str(path)
+
+
+def _select_rows(ds, index_range: Tuple[int, int], streaming: bool, what: str, source_split: str):
+    """The rows ``start..stop-1`` of ``ds`` (a virtual split of :data:`HUB_DATASETS`)."""
+    start, stop = index_range
+    if streaming:
+        return ds.skip(start).take(stop - start)
+    if len(ds) < stop:
+        raise ValueError(
+            f"{what} needs rows {start}..{stop - 1}, but the {source_split!r} split has only {len(ds)} rows; use "
+            "split='all' or check the dataset."
+        )
+    return ds.select(range(start, stop))
 
 
 def undecoded(dataset, image_column: str):

@@ -40,8 +40,8 @@ folder to have every process log the dataset indices and a digest of each batch 
 Publishing: ``--push_to_hub --hub_model_id user/name`` uploads the output folder (without checkpoints, validation
 images and logs) with a model card generated from the repository's ``model_card.md``; a ``README.md`` card is
 written into the output folder in any case. A diffusion run's folder also holds the code generated from the package
-(``pipeline_sradm.py`` ...), so the upload loads with ``DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)``
-where sradm-diffusers is not installed.
+(``pipeline_sradm.py`` ...), so the upload loads with
+``DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`` where sradm-diffusers is not installed.
 """
 
 from __future__ import annotations
@@ -88,8 +88,6 @@ __all__ = [
     "diffusion_loss", "load_training_data", "make_loader", "make_optimizer", "RunningLoss", "load_validation_pairs",
     "batches", "run_validation",
 ]
-
-logger = logging.getLogger("sradm.train")
 
 EXIT_OK, EXIT_WRITE_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 """Exit statuses of ``python training/train.py`` (README "Failure behaviour"): 1 a save failed (disk full, no
