@@ -16,7 +16,8 @@ from training.checkpoints import list_checkpoints
 class TrainingDivergedError(RuntimeError):
     """The loss or the weights became NaN or infinite: the run stops without saving them (exit status 3)."""
 
-NO_STEP = 2**62
+
+NO_STEP = 2**62  # "no step yet" in NonFiniteWatch.first
 
 
 class NonFiniteWatch:
