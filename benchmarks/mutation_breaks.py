@@ -91,7 +91,7 @@ BREAKS = [
     Break("fusion-noise-level-of-this-step", PKG + "extras/fusion.py",
           "timesteps[step + 1 : step + 2]", "timesteps[step : step + 1]",
           [BITE + "test_fusion_brings_the_reference_to_the_next_steps_noise_level"], ["tests/test_fusion.py"]),
-    Break("complete-export-discarded", "training/train_utils.py",
+    Break("complete-export-discarded", "training/atomic_export.py",
           "    if os.path.isfile(os.path.join(tmp, EXPORT_COMPLETE)):", "    if False:",
           [BITE + "test_a_complete_export_killed_mid_swap_is_finished_by_the_next_run"]),
     Break("every-process-does-everything", PKG + "commands/distributed.py",

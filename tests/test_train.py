@@ -285,6 +285,38 @@ def test_step_decay_schedule():
     assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
 
 
+def test_validation_feeds_the_evaluators_lr_and_scores_with_its_metrics(tmp_path):
+    """run_validation's LR is ``sradm evaluate``'s (eval_pairs.make_lr of the uint8 HR) and its PSNR-Y / LR-PSNR are
+    metrics.quality's on the uint8 images it saves."""
+    import argparse
+
+    from sradm_diffusers.commands.eval_pairs import make_lr
+    from sradm_diffusers.metrics.quality import lr_psnr, psnr_y, to_uint8
+    from training import validation
+
+    class Nearest(torch.nn.Module):  # an "encoder" whose SR is nearest upsampling; it records its input
+        seen = []
+
+        def upscale(self, lr):
+            self.seen.append(lr.clone())
+            return torch.nn.functional.interpolate(lr, scale_factor=4, mode="nearest")
+
+    rng = np.random.default_rng(1)
+    hr = torch.from_numpy(rng.uniform(-1, 1, (3, 32, 32)).astype(np.float32))
+    hr = to_uint8(hr).float() / 127.5 - 1  # an HR that a uint8 image holds exactly
+    pairs = [{"hr": hr, "lr": torch.zeros(3, 8, 8), "index": 0}]  # the pair's own LR is not what is scored
+    args = argparse.Namespace(stage="encoder", scale=4, seed=0, output_dir=str(tmp_path))
+    model = Nearest().train()
+    metrics = validation.run_validation(args, model, None, pairs, torch.device("cpu"), 3)
+
+    lr_u8 = make_lr(to_uint8(hr[None]), 4)
+    assert torch.equal(model.seen[0], lr_u8.float() / 127.5 - 1)
+    sr_u8 = to_uint8(Nearest().upscale(lr_u8.float() / 127.5 - 1).clamp(-1, 1))
+    assert metrics["psnr_y"] == pytest.approx(float(psnr_y(sr_u8, to_uint8(hr[None]), 4)[0]))
+    assert metrics["lr_psnr"] == pytest.approx(float(lr_psnr(sr_u8, lr_u8, 4)[0]))
+    assert model.training and (tmp_path / "validation" / "step-0000003.png").is_file()
+
+
 def test_config_file_with_sections_and_overrides(tmp_path, image_root):
     recipe = {
         "_comment": "ignored",

@@ -9,7 +9,7 @@ splits, ``train`` and ``test`` (column ``image``)::
       test/<source>_<name>.png      held-out photographs training never sees (HELD_OUT below)
       MANIFEST.tsv                  split, file, size, sha256, origin of every image (+ package versions)
 
-Sources (all public, all installable without the Hugging Face Hub):
+Sources (all public, all installable without the Hugging Face Hub; :mod:`training.demo_sources` fetches them):
 
 * Debian packages, fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (no installation, no root needed
   once ``apt-get update`` has been run):
@@ -45,42 +45,36 @@ PNG encoder versions). Usage::
     python training/prepare_demo_data.py --output_dir data/demo
     python training/prepare_demo_data.py --output_dir /work/data/demo --keep_downloads
 """
-
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import hashlib
 import io
-import re
+import os
 import shutil
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-DEBIAN_PACKAGES: Tuple[str, ...] = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "opencv-doc")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
+if __package__ in (None, ""):  # run as a script (`python training/prepare_demo_data.py`): the package's parent
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Candidate, sanitize and output_name are this module's names since 0.1 (tests use P.output_name).
+from training.demo_sources import (  # noqa: E402
+    Candidate, debian_candidates, output_name, python_package_candidates, sanitize,
+)
+
+__all__ = ["Candidate", "sanitize", "output_name", "split_for", "exclusion_reason", "to_rgb", "colourfulness",
+           "quality_reason", "target_size", "limit_size", "list_digest", "pixel_hash", "build", "main"]
+
 MIN_SHORT_SIDE = 256
 COLOUR_THRESHOLD = 1.5  # mean |pixel - mean over its 3 channels|, 0..255 scale; greyscale stored as RGB gives ~0
 DEFAULT_MAX_SIDE = 1024
-SKIMAGE_IMAGES: Tuple[str, ...] = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "rocket",
-    "stereo_motorcycle",  # returns (left, right, disparity): the left view is used
-)
-SKLEARN_IMAGES: Tuple[str, ...] = ("china.jpg", "flower.jpg")
-MATPLOTLIB_IMAGES: Tuple[str, ...] = ("grace_hopper.jpg",)
 
 # Held-out photographs (the ``test`` split), chosen as a spread of content. A name whose source is unavailable is
 # simply absent from the set.
@@ -141,28 +135,9 @@ EXCLUDE_PATTERNS: Dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One image offered by a source: ``name`` is the output stem, ``origin`` says where it came from."""
-
-    name: str
-    origin: str
-    load: Callable[[], Image.Image]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers (tested in tests/test_data.py)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def sanitize(text: str) -> str:
-    """File-name-safe version of ``text``: characters outside ``[A-Za-z0-9_-]`` become ``_``."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
-
-
-def output_name(source: str, stem: str) -> str:
-    """The deterministic output stem ``<source>_<stem>`` (sanitised), e.g. ``opencv_baboon``."""
-    return f"{sanitize(source)}_{sanitize(stem)}"
 
 
 def split_for(name: str, held_out: Sequence[str] = HELD_OUT) -> str:
@@ -245,116 +220,10 @@ def pixel_hash(rgb: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sources
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _open_file(path: Path) -> Callable[[], Image.Image]:
-    def load() -> Image.Image:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-
-    return load
-
-
-def _from_array(fn: Callable[[], np.ndarray]) -> Callable[[], Image.Image]:
-    return lambda: Image.fromarray(np.asarray(fn()))
-
-
-def fetch_debian_package(package: str, download_dir: Path) -> Optional[Tuple[Path, str]]:
-    """Download (or reuse) ``package``'s .deb into ``download_dir`` and unpack it; return (root, version) or None."""
-    debs = sorted(download_dir.glob(f"{package}_*.deb"))
-    if not debs:
-        if shutil.which("apt-get") is None:
-            print(f"  skip {package}: apt-get not found (Debian/Ubuntu only)")
-            return None
-        result = subprocess.run(
-            ["apt-get", "download", package], cwd=download_dir, capture_output=True, text=True, check=False
-        )
-        debs = sorted(download_dir.glob(f"{package}_*.deb"))
-        if result.returncode != 0 or not debs:
-            message = (result.stderr or result.stdout).strip().splitlines()
-            print(f"  skip {package}: apt-get download failed ({message[-1] if message else 'no output'});"
-                  " run `apt-get update` (as root) and retry")
-            return None
-    deb = debs[-1]
-    version = deb.name[len(package) + 1 :].rsplit("_", 1)[0]
-    root = download_dir / f"{package}_extracted"
-    if not root.is_dir():
-        tmp = download_dir / f"{package}_extracting"
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["dpkg", "-x", str(deb), str(tmp)], check=True)
-        tmp.rename(root)
-    return root, version
-
-
-def debian_candidates(download_dir: Path, versions: Dict[str, str]) -> Iterator[Candidate]:
-    """Images of the Debian packages in ``DEBIAN_PACKAGES``; records each package's version in ``versions``."""
-    for package in DEBIAN_PACKAGES:
-        fetched = fetch_debian_package(package, download_dir)
-        if fetched is None:
-            continue
-        root, version = fetched
-        versions[package] = version
-        if package.startswith("lomiri-wallpapers"):
-            base, source = root / "usr/share/backgrounds", "lomiri"
-        else:
-            base, source = root / "usr/share/doc/opencv-doc/examples", "opencv"
-        files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        for path in files:
-            parts = list(path.relative_to(base).with_suffix("").parts)
-            if source == "opencv" and parts[0] == "data":
-                parts = parts[1:]  # examples/data/baboon.jpg -> opencv_baboon
-            yield Candidate(output_name(source, "_".join(parts)), f"{package}={version}:{path.relative_to(root)}",
-                            _open_file(path))
-
-
-def python_package_candidates(versions: Dict[str, str]) -> Iterator[Candidate]:
-    """Images bundled with scikit-image, scikit-learn and matplotlib (each skipped if not installed)."""
-    try:
-        import skimage
-        import skimage.data
-    except ImportError:
-        print("  skip scikit-image: not installed (pip install scikit-image)")
-    else:
-        versions["scikit-image"] = skimage.__version__
-
-        def skimage_loader(n: str) -> Callable[[], np.ndarray]:
-            def load() -> np.ndarray:
-                out = getattr(skimage.data, n)()
-                return out[0] if isinstance(out, tuple) else out
-
-            return load
-
-        for name in SKIMAGE_IMAGES:
-            yield Candidate(output_name("skimage", name), f"skimage.data.{name}()", _from_array(skimage_loader(name)))
-    try:
-        import sklearn
-        from sklearn.datasets import load_sample_image
-    except ImportError:
-        print("  skip scikit-learn: not installed (pip install scikit-learn)")
-    else:
-        versions["scikit-learn"] = sklearn.__version__
-        for name in SKLEARN_IMAGES:
-            yield Candidate(output_name("sklearn", Path(name).stem), f"sklearn load_sample_image('{name}')",
-                            _from_array(lambda n=name: load_sample_image(n)))
-    try:
-        import matplotlib
-        from matplotlib import cbook
-    except ImportError:
-        print("  skip matplotlib: not installed (pip install matplotlib)")
-    else:
-        versions["matplotlib"] = matplotlib.__version__
-        for name in MATPLOTLIB_IMAGES:
-            path = Path(cbook.get_sample_data(name, asfileobj=False))
-            yield Candidate(output_name("matplotlib", Path(name).stem), f"matplotlib sample_data/{name}",
-                            _open_file(path))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Build
 # ----------------------------------------------------------------------------------------------------------------
+
+Row = Tuple[str, str, str, str, str, str]  # split, file, size, file sha256, pixel sha256, origin
 
 
 def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Optional[Path] = None,
@@ -377,63 +246,13 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}_staging_", dir=output_dir.parent))
     versions: Dict[str, str] = {}
-    rows: List[Tuple[str, str, str, str, str, str]] = []  # split, file, size, file sha, pixel sha, origin
-    skipped: List[Tuple[str, str]] = []
-    seen: Dict[str, str] = {}
-    per_source: Dict[str, int] = {}
     try:
         print(f"collecting images (downloads in {download_dir})")
         candidates = list(debian_candidates(download_dir, versions)) + list(python_package_candidates(versions))
-        names = [c.name for c in candidates]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise RuntimeError(f"two sources produce the same output names {sorted(duplicates)}: fix output_name")
-        for cand in sorted(candidates, key=lambda c: c.name):
-            reason = exclusion_reason(cand.name)
-            if reason is not None:
-                skipped.append((cand.name, reason))
-                continue
-            try:
-                image = to_rgb(cand.load())
-            except Exception as exc:  # unreadable file: report and go on
-                skipped.append((cand.name, f"unreadable ({type(exc).__name__}: {exc})"))
-                continue
-            rgb = np.asarray(image)
-            reason = quality_reason(rgb)
-            if reason is not None:
-                skipped.append((cand.name, reason))
-                continue
-            original = pixel_hash(rgb)
-            if original in seen:
-                skipped.append((cand.name, f"duplicate of {seen[original]}"))
-                continue
-            seen[original] = cand.name
-            image = limit_size(image, max_side)
-            split = split_for(cand.name)
-            (staging / split).mkdir(exist_ok=True)
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG", optimize=False, compress_level=6)
-            data = buffer.getvalue()
-            rel = f"{split}/{cand.name}.png"
-            (staging / rel).write_bytes(data)
-            rows.append((split, rel, f"{image.width}x{image.height}", hashlib.sha256(data).hexdigest(),
-                         pixel_hash(np.asarray(image)), cand.origin))
-            source = cand.name.split("_", 1)[0]
-            per_source[source] = per_source.get(source, 0) + 1
-
+        rows, skipped, per_source = _store_selected(candidates, staging, max_side)
         if not rows:
             raise RuntimeError("no images collected: install scikit-image or run on Debian with `apt-get update` done")
-        files_digest = list_digest((r[1], r[3]) for r in rows)
-        pixels_digest = list_digest((r[1], r[4]) for r in rows)
-        with open(staging / "MANIFEST.tsv", "w") as f:
-            f.write("# sradm-diffusers demo set, made by training/prepare_demo_data.py\n")
-            f.write(f"# max_side={max_side}\n")
-            for k in sorted(versions):
-                f.write(f"# source {k}={versions[k]}\n")
-            f.write(f"# sha256 files={files_digest}\n# sha256 pixels={pixels_digest}\n")
-            f.write("split\tfile\tsize\tsha256\tpixels_sha256\torigin\n")
-            for r in rows:
-                f.write("\t".join(r) + "\n")
+        files_digest, pixels_digest = _write_manifest(staging, rows, versions, max_side)
         # Replace the previous build only once the new one is complete.
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -450,6 +269,73 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
                 test=[r[1] for r in rows if r[0] == "test"], total_bytes=total_bytes, versions=versions,
                 files_sha256=files_digest, pixels_sha256=pixels_digest,
                 downloads=None if temp_downloads else str(download_dir))
+
+
+def _store_selected(candidates: List[Candidate], staging: Path, max_side: int):
+    """Select the candidates (curated lists, decoding, size and colour, pixel duplicates; in name order), store the
+    kept ones as ``staging/<split>/<name>.png``; return (manifest rows, [(name, reason skipped)], {source: count})."""
+    names = [c.name for c in candidates]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise RuntimeError(f"two sources produce the same output names {sorted(duplicates)}: fix output_name")
+    rows: List[Row] = []
+    skipped: List[Tuple[str, str]] = []
+    seen: Dict[str, str] = {}
+    per_source: Dict[str, int] = {}
+    for cand in sorted(candidates, key=lambda c: c.name):
+        image, reason = _selected_image(cand, seen)
+        if reason is not None:
+            skipped.append((cand.name, reason))
+            continue
+        image = limit_size(image, max_side)
+        split = split_for(cand.name)
+        (staging / split).mkdir(exist_ok=True)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=False, compress_level=6)
+        data = buffer.getvalue()
+        rel = f"{split}/{cand.name}.png"
+        (staging / rel).write_bytes(data)
+        rows.append((split, rel, f"{image.width}x{image.height}", hashlib.sha256(data).hexdigest(),
+                     pixel_hash(np.asarray(image)), cand.origin))
+        source = cand.name.split("_", 1)[0]
+        per_source[source] = per_source.get(source, 0) + 1
+    return rows, skipped, per_source
+
+
+def _selected_image(cand: Candidate, seen: Dict[str, str]) -> Tuple[Optional[Image.Image], Optional[str]]:
+    """(the candidate's RGB image, None) if it is kept, else (None, why not); records kept pixels in ``seen``."""
+    reason = exclusion_reason(cand.name)
+    if reason is not None:
+        return None, reason
+    try:
+        image = to_rgb(cand.load())
+    except Exception as exc:  # unreadable file: report and go on
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    rgb = np.asarray(image)
+    reason = quality_reason(rgb)
+    if reason is not None:
+        return None, reason
+    original = pixel_hash(rgb)
+    if original in seen:
+        return None, f"duplicate of {seen[original]}"
+    seen[original] = cand.name
+    return image, None
+
+
+def _write_manifest(staging: Path, rows: List[Row], versions: Dict[str, str], max_side: int) -> Tuple[str, str]:
+    """Write ``staging/MANIFEST.tsv``; return the (files, pixels) digests it records."""
+    files_digest = list_digest((r[1], r[3]) for r in rows)
+    pixels_digest = list_digest((r[1], r[4]) for r in rows)
+    with open(staging / "MANIFEST.tsv", "w") as f:
+        f.write("# sradm-diffusers demo set, made by training/prepare_demo_data.py\n")
+        f.write(f"# max_side={max_side}\n")
+        for k in sorted(versions):
+            f.write(f"# source {k}={versions[k]}\n")
+        f.write(f"# sha256 files={files_digest}\n# sha256 pixels={pixels_digest}\n")
+        f.write("split\tfile\tsize\tsha256\tpixels_sha256\torigin\n")
+        for r in rows:
+            f.write("\t".join(r) + "\n")
+    return files_digest, pixels_digest
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
