@@ -100,7 +100,7 @@ def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
         test_no_import_cycles()
 
 
-@pytest.mark.parametrize("package", ["sradm_diffusers"])
+@pytest.mark.parametrize("package", ["sradm_diffusers", "training"])
 def test_modules_and_functions_stay_small(package):
     long_modules, long_functions = [], []
     for name, path in _modules().items():
