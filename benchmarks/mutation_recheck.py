@@ -3,6 +3,7 @@
     python benchmarks/mutation_report.py --modules memory            # the run (leaves /tmp/sradm-mutation/memory)
     # ... tests written for its survivors ...
     python benchmarks/mutation_recheck.py --modules memory           # which survivors the new tests kill
+    python benchmarks/mutation_recheck.py --modules memory --tests tests/test_memory_estimate.py   # faster
 
 A full rerun of a module repeats every mutant; this re-tests only the survivors, in one Python process (mutmut's
 trampoline reads ``MUTANT_UNDER_TEST`` at every call, so one process can switch mutants between pytest runs). The
@@ -42,7 +43,10 @@ print("RECHECK " + json.dumps({"clean": clean, "codes": codes}), flush=True)
 """
 
 
-def recheck(module: str, workdir: Path) -> dict:
+def recheck(module: str, workdir: Path, tests: list[str] | None = None) -> dict:
+    """Re-test the run's survivors of ``module`` with ``tests`` (default: the module's list in ``MODULES``). A
+    narrower list (the test files written for the survivors) is enough to show which of them are killed now: the
+    run already tested every survivor with the module's whole list."""
     copy = workdir / module
     if not (copy / "mutants" / "src").is_dir():
         raise SystemExit(f"{copy} has no mutants: run benchmarks/mutation_report.py --modules {module} first.")
@@ -54,8 +58,8 @@ def recheck(module: str, workdir: Path) -> dict:
     env = environment(copy)
     env.pop("MUTANT_UNDER_TEST", None)
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(MODULES[module]), json.dumps(survivors)],
-        cwd=copy, env=env, text=True, capture_output=True,
+        [sys.executable, "-c", DRIVER, json.dumps(tests or MODULES[module]), json.dumps(survivors)],
+        cwd=copy / "mutants", env=env, text=True, capture_output=True,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RECHECK ")]
     if not lines:
@@ -79,8 +83,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modules", required=True, help="comma-separated, from: " + ", ".join(MODULES))
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "sradm-mutation")
+    parser.add_argument("--tests", default=None,
+                        help="comma-separated test files or node ids to re-test with (default: the module's list)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
+    tests = [t.strip() for t in args.tests.split(",")] if args.tests else None
     modules = [m.strip() for m in args.modules.split(",") if m.strip()]
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
@@ -88,7 +95,7 @@ def main() -> None:
     results = []
     print(f"{'module':<18}{'mutants':>8}{'run kill':>9}{'+ now':>7}{'left':>6}{'kill %':>8}", flush=True)
     for module in modules:
-        r = recheck(module, args.workdir)
+        r = recheck(module, args.workdir, tests)
         results.append(r)
         print(f"{module:<18}{r['mutants']:>8}{r['killed_by_run']:>9}{len(r['killed_now']):>7}"
               f"{len(r['still_surviving']) + len(r['errors']):>6}{100 * (r['kill_rate'] or 0):>8.1f}", flush=True)

@@ -55,9 +55,10 @@ def _imagen_threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndar
     return np.clip(x0, -s, s) / s
 
 
-@pytest.mark.parametrize("ratio, max_value, spread", [(0.9, 1.5, 1.0), (0.8, 1.5, 4.0), (0.995, 3.0, 2.0)])
+@pytest.mark.parametrize("ratio, max_value, spread", [(0.9, 1.5, 1.0), (0.8, 1.5, 1.0), (0.8, 1.5, 4.0), (0.995, 3.0, 2.0)])
 def test_dynamic_thresholding_is_imagens(ratio, max_value, spread):
-    """Quantile s per sample, limited to [1, max_value]: spread 1 puts s inside the range, spread 4 above it."""
+    """Quantile s per sample, limited to [1, max_value]: ratio 0.8 and spread 1 put s inside (1, 1.5), spread 4
+    above the range."""
     x0 = _x0(1, spread)
     got = bound_x0(_config(thresholding=True, dynamic_thresholding_ratio=ratio, sample_max_value=max_value), x0)
     expected = _imagen_threshold(x0.numpy().astype(np.float64), ratio, max_value)
@@ -151,3 +152,24 @@ def test_an_unknown_prediction_type_is_named_with_the_supported_ones():
 def test_x0_clipping_is_added_only_where_the_class_lacks_the_option(cls, entries, needed):
     scheduler = cls.from_config({**default_scheduler().config, **entries})
     assert needs_x0_clipping(scheduler) is needed
+
+
+def test_absent_clip_and_threshold_entries_mean_no_clipping():
+    """A config without clip_sample / thresholding asks for no bound (both default to False)."""
+    assert needs_x0_clipping(SimpleNamespace(config={})) is False
+    assert needs_x0_clipping(SimpleNamespace(config={"clip_sample": True})) is True
+    assert needs_x0_clipping(SimpleNamespace(config={"thresholding": True})) is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_the_clamp_threshold_keeps_the_sample_dtype_and_matches_the_scheduler(dtype):
+    from sradm_diffusers.sampling.prediction import thresholding_as_clamp
+
+    scheduler = DDPMScheduler.from_config(default_scheduler().config)
+    sample = (_x0(7, 2.0)).to(dtype)
+    reference = scheduler._threshold_sample(sample.float()).to(dtype)  # diffusers' own, through its quantile
+    with thresholding_as_clamp(scheduler):
+        got = scheduler._threshold_sample(sample)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, reference, rtol=0, atol=0)
+    assert "_threshold_sample" not in vars(scheduler)  # the instance is restored
