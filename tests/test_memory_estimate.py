@@ -163,3 +163,63 @@ def test_trim_hooks_report_whether_they_were_installed(monkeypatch):
     bare = torch.nn.Identity()
     assert memory.trim_heap_around_each_call(bare) is False
     assert not bare._forward_pre_hooks and not bare._forward_hooks
+
+
+def test_the_estimate_adds_the_whole_output_per_batch_item_only_when_tiled(unet):
+    """340 B per output pixel and batch item on top of the tile's U-Net estimate; an "output" no larger than what
+    the U-Net sees is not tiled and adds nothing. A 256x320 output tells height from width."""
+    from sradm_diffusers.sampling.memory import WHOLE_IMAGE_BYTES_PER_PIXEL
+
+    for batch in (1, 2):
+        tiled = estimate_sampling_bytes(unet, batch, 64, 64, (256, 320))
+        assert tiled - estimate_sampling_bytes(unet, batch, 64, 64) == WHOLE_IMAGE_BYTES_PER_PIXEL * batch * 256 * 320
+    assert estimate_sampling_bytes(unet, 1, 64, 80, (64, 80)) == estimate_sampling_bytes(unet, 1, 64, 80)
+    assert estimate_sampling_bytes(unet, 1, 64, 80, (80, 64)) == estimate_sampling_bytes(unet, 1, 64, 80)
+    assert estimate_sampling_bytes(unet, 1, 64, 64, (64, 65)) > estimate_sampling_bytes(unet, 1, 64, 64)
+
+
+def test_full_resolution_width_is_base_times_first_multiplier():
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(config=SimpleNamespace(base_channels=16, channel_mults=(3, 4)))
+    assert full_resolution_width(fake) == 48
+
+
+def test_a_tiled_refusal_names_the_output_and_the_whole_image_memory(unet, monkeypatch):
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1M")
+    with pytest.raises(SamplingMemoryError) as error:
+        check_sampling_memory(unet, 1, 64, 64, output_size=(20000, 30000))
+    whole_gib = 340 * 20000 * 30000 / 2**30
+    message = str(error.value)
+    assert "30000x20000 pixels in tiles of 64x64" in message
+    assert f"the whole-image tensors (x_t, the bicubic upsample, the output, ...) alone need {whole_gib:.1f} GiB" in message
+
+
+class FakeMeminfo:
+    """``open`` for the memory module: /proc/meminfo with a chosen MemAvailable (kB)."""
+
+    def __init__(self, available_kb):
+        self.text = f"MemTotal:       99999999 kB\nMemFree:          1 kB\nMemAvailable:   {available_kb} kB\n"
+
+    def __call__(self, path, *args, **kwargs):
+        import io
+
+        assert path == "/proc/meminfo"
+        return io.StringIO(self.text)
+
+
+def test_the_cpu_budget_is_memavailable_in_bytes_and_cuda_asks_the_device(monkeypatch):
+    import torch
+
+    from sradm_diffusers.sampling import memory
+
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    monkeypatch.setattr(memory, "open", FakeMeminfo(1000), raising=False)
+    assert available_bytes() == available_bytes("cpu") == 1024000
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (123 * MIB, 456 * MIB))
+    assert available_bytes("cuda") == 123 * MIB
+    assert available_bytes("cpu") == 1024000  # a GPU in the machine does not change the CPU budget
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert available_bytes("cuda") == 1024000  # no usable GPU: the host's memory
