@@ -42,7 +42,7 @@ MODULES = {
                BITE + "test_cli_tile_is_the_fix_for_a_memory_refusal"],
     "prediction": ["tests/test_prediction.py", "tests/test_threshold_clamp.py", "tests/test_lr_consistency.py", "tests/test_few_step.py",
                    BITE + "test_lr_consistency_back_projects_at_every_step"],
-    "rrdb_start": ["tests/test_few_step.py", "tests/test_features_edges.py",
+    "rrdb_start": ["tests/test_rrdb_start.py", "tests/test_few_step.py", "tests/test_features_edges.py",
                    BITE + "test_cli_default_is_unipc_11_steps_strength_082_and_9_unet_calls"],
     "lr_consistency": ["tests/test_lr_consistency.py", BITE + "test_lr_consistency_back_projects_at_every_step"],
     "tiling": ["tests/test_tiling.py", "tests/test_offload.py",

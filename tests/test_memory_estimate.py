@@ -185,11 +185,12 @@ def test_full_resolution_width_is_base_times_first_multiplier():
     assert full_resolution_width(fake) == 48
 
 
-def test_a_tiled_refusal_names_the_output_and_the_whole_image_memory(unet, monkeypatch):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_tiled_refusal_names_the_output_and_the_whole_image_memory(unet, monkeypatch, batch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "1M")
     with pytest.raises(SamplingMemoryError) as error:
-        check_sampling_memory(unet, 1, 64, 64, output_size=(20000, 30000))
-    whole_gib = 340 * 20000 * 30000 / 2**30
+        check_sampling_memory(unet, batch, 64, 64, output_size=(20000, 30000))
+    whole_gib = 340 * batch * 20000 * 30000 / 2**30
     message = str(error.value)
     assert "30000x20000 pixels in tiles of 64x64" in message
     assert f"the whole-image tensors (x_t, the bicubic upsample, the output, ...) alone need {whole_gib:.1f} GiB" in message
