@@ -50,7 +50,7 @@ MODULES = {
                BITE + "test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits"],
     "remote_code": ["tests/test_remote_code.py", "tests/test_export_pipeline.py",
                     BITE + "test_shipped_code_runs_tiling_lr_consistency_and_strength_like_the_package"],
-    "uncertainty": ["tests/test_uncertainty.py", "tests/test_features_edges.py",
+    "uncertainty": ["tests/test_uncertainty_maps.py", "tests/test_uncertainty.py", "tests/test_features_edges.py",
                     "tests/test_cli_features.py::test_upscale_uncertainty_writes_samples_mean_and_map",
                     BITE + "test_cli_uncertainty_map_shows_the_samples_spread"],
     "interpolation": ["tests/test_interpolation.py", "tests/test_features_edges.py",
