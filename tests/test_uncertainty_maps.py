@@ -62,3 +62,18 @@ def test_colourize_below_one_still_spreads_the_ramp():
     got = U.colourize(values, 0.5)
     np.testing.assert_array_equal(got[0, 2], U._RAMP[-1].round().astype(np.uint8))
     np.testing.assert_array_equal(got[0, 1], _ramp_colour(0.25, 0.5))
+
+
+def test_documented_defaults_eight_samples_and_a_256x28_bar():
+    from types import SimpleNamespace
+
+    calls = []
+
+    def pipe(image, num_images_per_prompt, output_type, **kwargs):
+        calls.append((num_images_per_prompt, output_type))
+        return SimpleNamespace(images=torch.rand(num_images_per_prompt, 3, 4, 4))
+
+    out = U.sample_with_uncertainty(pipe, "image")
+    assert calls == [(8, "pt")] and out.samples.shape == (8, 3, 4, 4)
+    assert U.scale_bar(3.0).size == (256, 28)
+    assert U.summary_images(torch.rand(2, 3, 4, 4))[2].size == (256, 28)
