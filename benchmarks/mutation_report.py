@@ -53,7 +53,7 @@ MODULES = {
     "uncertainty": ["tests/test_uncertainty_maps.py", "tests/test_uncertainty.py", "tests/test_features_edges.py",
                     "tests/test_cli_features.py::test_upscale_uncertainty_writes_samples_mean_and_map",
                     BITE + "test_cli_uncertainty_map_shows_the_samples_spread"],
-    "interpolation": ["tests/test_interpolation.py", "tests/test_features_edges.py",
+    "interpolation": ["tests/test_interpolation_memory.py", "tests/test_interpolation.py", "tests/test_features_edges.py",
                       "tests/test_cli_features.py::test_interpolate_gif_and_strip",
                       BITE + "test_interpolation_frames_start_from_the_slerp_of_the_two_noises",
                       BITE + "test_cli_interpolate_writes_the_api_frames"],
