@@ -14,12 +14,26 @@ Sources (all public, all installable without the Hugging Face Hub):
 * Debian packages, fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (no installation, no root needed
   once ``apt-get update`` has been run):
   ``lomiri-wallpapers-16.04`` and ``lomiri-wallpapers-20.04`` (photographic wallpapers, 1.3K-6K, in
-  ``usr/share/backgrounds/``) and ``opencv-doc`` (the classic test images in ``usr/share/doc/opencv-doc/examples/``:
-  baboon, fruits, building, the Set5 butterfly, street scenes, ...).
+  ``usr/share/backgrounds/``), ``opencv-doc`` (the classic test images in ``usr/share/doc/opencv-doc/examples/``:
+  baboon, fruits, building, the Set5 butterfly, street scenes, ...), ``palapeli-data`` (the five photographs of
+  KDE's jigsaw-puzzle collection in ``usr/share/palapeli/collection/``, each with its author and licence in a
+  ``.desktop`` file beside it) and ``cimg-examples`` (the example images of CImg: the parrot photo is kept).
+  The licence of each Debian file is read from the package's machine-readable ``debian/copyright`` (the last
+  ``Files:`` stanza that matches wins, as DEP-5 says); palapeli's ``.desktop`` files override it.
+  Checked and not used, because none of their images is a photograph (3D renders, vector art, patterns, paper
+  scans): ``gnome-backgrounds`` 43.1, ``ukui-wallpapers`` 20.04.3, ``sway-backgrounds`` 1.7,
+  ``mypaint-data-extras`` 2.0.1. ``mate-backgrounds`` and ``plasma-workspace-wallpapers`` are reserved for
+  independent evaluation and must never be added here.
 * ``scikit-image`` (``skimage.data``): astronaut, chelsea, coffee, rocket, hubble_deep_field, immunohistochemistry,
   retina, stereo_motorcycle (left view).
 * ``scikit-learn`` (``sklearn.datasets.load_sample_image``): china.jpg, flower.jpg.
 * ``matplotlib`` (``matplotlib.cbook.get_sample_data``): grace_hopper.jpg.
+* ``gradio`` (``gradio/media_assets/images``, read from the installed package without importing it): cheetah.jpg,
+  cheetah1.jpg, tower.jpg (groot.jpeg is a film still and cheetah2.jpg sits on a baked-in transparency checkerboard;
+  neither is used).
+* PyPI wheels fetched with ``pip download --no-deps`` (nothing is installed; the file is read from the wheel):
+  ``imgaug==0.4.0`` (quokka.jpg) and ``mahotas==1.4.19`` (luispedro.jpg, a portrait; DepartmentStore.jpg is a
+  drawing and the Lenna crop is not used).
 
 A source that is not available (package not installed, no ``apt-get``, package not in the apt lists) is skipped
 with a message; the summary lists how many images each source gave, so a smaller set never goes unnoticed.
@@ -36,7 +50,11 @@ removes JPEG artefacts of the large wallpapers, and keeps random 4x crops meanin
 a featureless patch). Images are stored as PNG (lossless) under deterministic names ``<source>_<name>.png``.
 
 Split: a fixed, documented list ``HELD_OUT`` (a spread of faces, fur/texture, architecture, nature, food and the
-Set5 butterfly) goes to ``test/``; everything else to ``train/`` (see :func:`split_for`).
+Set5 butterfly) and ``HELD_OUT_2`` (four photos of the sources added for the second demo model: a face, feathers
+behind a wire cage, a bee on a flower, a lattice tower) go to ``test/``; everything else to ``train/`` (see
+:func:`split_for`). ``HELD_OUT`` is unchanged since the first demo model, so its numbers stay comparable.
+
+``MANIFEST.tsv`` has a ``licence`` column (SPDX-style where the source states one).
 
 Re-running gives the identical set: the script prints a summary and the sha256 of the file list (``files``: over the
 sorted ``split/name sha256(file bytes)`` lines; ``pixels``: the same over decoded pixels, which stays equal across
@@ -57,6 +75,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -64,7 +84,15 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 from PIL import Image
 
-DEBIAN_PACKAGES: Tuple[str, ...] = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "opencv-doc")
+# package -> (output prefix, folder inside the package whose images are used)
+DEBIAN_SOURCES: Dict[str, Tuple[str, str]] = {
+    "lomiri-wallpapers-16.04": ("lomiri", "usr/share/backgrounds"),
+    "lomiri-wallpapers-20.04": ("lomiri", "usr/share/backgrounds"),
+    "opencv-doc": ("opencv", "usr/share/doc/opencv-doc/examples"),
+    "palapeli-data": ("palapeli", "usr/share/palapeli/collection"),
+    "cimg-examples": ("cimg", "usr/share/doc/cimg-dev/examples/img"),
+}
+DEBIAN_PACKAGES: Tuple[str, ...] = tuple(DEBIAN_SOURCES)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 MIN_SHORT_SIDE = 256
 COLOUR_THRESHOLD = 1.5  # mean |pixel - mean over its 3 channels|, 0..255 scale; greyscale stored as RGB gives ~0
@@ -81,6 +109,27 @@ SKIMAGE_IMAGES: Tuple[str, ...] = (
 )
 SKLEARN_IMAGES: Tuple[str, ...] = ("china.jpg", "flower.jpg")
 MATPLOTLIB_IMAGES: Tuple[str, ...] = ("grace_hopper.jpg",)
+GRADIO_IMAGES: Tuple[str, ...] = ("media_assets/images/cheetah.jpg", "media_assets/images/cheetah1.jpg",
+                                  "media_assets/images/tower.jpg")
+# wheel spec -> (output prefix, files inside the wheel, licence of the package)
+WHEEL_IMAGES: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
+    "imgaug==0.4.0": ("imgaug", ("imgaug/quokka.jpg",), "MIT (imgaug package)"),
+    "mahotas==1.4.19": ("mahotas", ("mahotas/demos/data/luispedro.jpg",), "MIT (mahotas package)"),
+}
+# Licences stated by the Python packages for their sample images (docstrings / READMEs shipped with them).
+PYTHON_LICENCES: Dict[str, str] = {
+    "skimage_astronaut": "public domain (NASA)",
+    "skimage_chelsea": "CC0-1.0",
+    "skimage_coffee": "CC0-1.0",
+    "skimage_hubble_deep_field": "public domain (NASA)",
+    "skimage_immunohistochemistry": "no known copyright restrictions",
+    "skimage_retina": "CC0-1.0",
+    "skimage_rocket": "public domain (SpaceX)",
+    "skimage_stereo_motorcycle": "Middlebury 2014 stereo benchmark (scikit-image BSD-3-Clause package)",
+    "sklearn_china": "CC-BY-2.0 (danielbuechele)",
+    "sklearn_flower": "CC-BY-2.0 (vultilion)",
+    "matplotlib_grace_hopper": "public domain (US Navy)",
+}
 
 # Held-out photographs (the ``test`` split), chosen as a spread of content. A name whose source is unavailable is
 # simply absent from the set.
@@ -95,6 +144,13 @@ HELD_OUT: Tuple[str, ...] = (
     "opencv_text_scenetext06",  # street, shop front with lettering
     "lomiri_picosdeeuropa_by_Aitzol_Berasategi",  # mountain landscape
     "lomiri_seeding_by_Clements_Engelhardt",  # nature close-up (dandelions)
+)
+# Held out from the sources added for the second demo model (never trained on).
+HELD_OUT_2: Tuple[str, ...] = (
+    "mahotas_luispedro",  # face / portrait
+    "cimg_parrot",  # feathers behind straight wire edges
+    "palapeli_european-honey-bee",  # fine hair and petals
+    "gradio_tower",  # lattice of thin edges against sky
 )
 
 # Colour images that are not natural photographs, or near-duplicates of one that is kept.
@@ -129,6 +185,7 @@ EXCLUDE: Dict[str, str] = {
     "opencv_leuvenB": "same scene as opencv_leuvenA (exposure pair)",
     "opencv_rubberwhale2": "optical-flow pair of opencv_rubberwhale1",
     "opencv_basketball2": "optical-flow pair of opencv_basketball1",
+    "cimg_logo": "logo",
 }
 EXCLUDE_PATTERNS: Dict[str, str] = {
     "opencv_pic[0-9]*": "synthetic shapes",
@@ -148,6 +205,7 @@ class Candidate:
     name: str
     origin: str
     load: Callable[[], Image.Image]
+    licence: str = "unknown"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,7 +223,7 @@ def output_name(source: str, stem: str) -> str:
     return f"{sanitize(source)}_{sanitize(stem)}"
 
 
-def split_for(name: str, held_out: Sequence[str] = HELD_OUT) -> str:
+def split_for(name: str, held_out: Sequence[str] = HELD_OUT + HELD_OUT_2) -> str:
     """``"test"`` if ``name`` (an output stem such as ``"opencv_baboon"``) is held out, else ``"train"``."""
     return "test" if name in set(held_out) else "train"
 
@@ -237,6 +295,64 @@ def list_digest(entries: Iterable[Tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
+def parse_dep5(text: str) -> List[Tuple[Tuple[str, ...], str]]:
+    """The ``(file patterns, licence)`` of every ``Files:`` stanza of a machine-readable debian/copyright (DEP-5).
+
+    Continuation lines of ``Files:`` add patterns; the licence is the first line of ``License:`` (its short name).
+    """
+    stanzas: List[Tuple[Tuple[str, ...], str]] = []
+    for block in re.split(r"\n\s*\n", text):
+        patterns: List[str] = []
+        licence = None
+        field = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t"):
+                if field == "files":
+                    patterns.extend(line.split())
+                continue
+            key, _, value = line.partition(":")
+            field = key.strip().lower()
+            if field == "files":
+                patterns = value.split()
+            elif field == "license" and licence is None:
+                licence = value.strip()
+        if patterns and licence:
+            stanzas.append((tuple(patterns), licence))
+    return stanzas
+
+
+def dep5_licence(stanzas: Sequence[Tuple[Tuple[str, ...], str]], path: str) -> Optional[str]:
+    """Licence of ``path`` (relative to the package root) by DEP-5's rule: the last matching stanza wins.
+
+    A pattern matches the path itself or any tail of it (``16.04/x.jpg`` matches ``usr/share/backgrounds/16.04/x.jpg``),
+    because upstream paths in debian/copyright are relative to the source tree, not the installed tree. If no stanza
+    matches that way, wildcard-free file names alone are compared (lomiri's ``16.04/x.jpg`` is installed as
+    ``backgrounds/x.jpg``).
+    """
+    for match in (lambda pat: fnmatch.fnmatchcase(path, pat) or fnmatch.fnmatchcase(path, "*/" + pat),
+                  lambda pat: not any(c in Path(pat).name for c in "*?[") and Path(path).name == Path(pat).name):
+        found = None
+        for patterns, licence in stanzas:
+            if any(match(pat) for pat in patterns):
+                found = licence
+        if found is not None:
+            return found
+    return None
+
+
+def desktop_licence(text: str) -> Optional[str]:
+    """``"<licence> (<author>)"`` from a KDE ``.desktop`` file's X-KDE-PluginInfo-License/-Author, or ``None``."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in ("X-KDE-PluginInfo-License", "X-KDE-PluginInfo-Author"):
+            fields[key.strip()] = value.strip()
+    if "X-KDE-PluginInfo-License" not in fields:
+        return None
+    author = fields.get("X-KDE-PluginInfo-Author")
+    return fields["X-KDE-PluginInfo-License"] + (f" ({author})" if author else "")
+
+
 def pixel_hash(rgb: np.ndarray) -> str:
     """sha256 of an image's shape and pixels (independent of the file encoding)."""
     h = hashlib.sha256(str(rgb.shape).encode())
@@ -279,7 +395,7 @@ def fetch_debian_package(package: str, download_dir: Path) -> Optional[Tuple[Pat
                   " run `apt-get update` (as root) and retry")
             return None
     deb = debs[-1]
-    version = deb.name[len(package) + 1 :].rsplit("_", 1)[0]
+    version = urllib.parse.unquote(deb.name[len(package) + 1 :].rsplit("_", 1)[0])  # 4%3a22.12 -> 4:22.12
     root = download_dir / f"{package}_extracted"
     if not root.is_dir():
         tmp = download_dir / f"{package}_extracting"
@@ -290,24 +406,83 @@ def fetch_debian_package(package: str, download_dir: Path) -> Optional[Tuple[Pat
 
 
 def debian_candidates(download_dir: Path, versions: Dict[str, str]) -> Iterator[Candidate]:
-    """Images of the Debian packages in ``DEBIAN_PACKAGES``; records each package's version in ``versions``."""
-    for package in DEBIAN_PACKAGES:
+    """Images of the Debian packages in ``DEBIAN_SOURCES``; records each package's version in ``versions``."""
+    for package, (source, folder) in DEBIAN_SOURCES.items():
         fetched = fetch_debian_package(package, download_dir)
         if fetched is None:
             continue
         root, version = fetched
         versions[package] = version
-        if package.startswith("lomiri-wallpapers"):
-            base, source = root / "usr/share/backgrounds", "lomiri"
-        else:
-            base, source = root / "usr/share/doc/opencv-doc/examples", "opencv"
+        copyright_file = root / "usr/share/doc" / package / "copyright"
+        stanzas = parse_dep5(copyright_file.read_text(errors="replace")) if copyright_file.is_file() else []
+        base = root / folder
         files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         for path in files:
             parts = list(path.relative_to(base).with_suffix("").parts)
             if source == "opencv" and parts[0] == "data":
                 parts = parts[1:]  # examples/data/baboon.jpg -> opencv_baboon
-            yield Candidate(output_name(source, "_".join(parts)), f"{package}={version}:{path.relative_to(root)}",
-                            _open_file(path))
+            rel = str(path.relative_to(root))
+            licence = dep5_licence(stanzas, rel)
+            desktop = path.with_suffix(".desktop")
+            if desktop.is_file():  # palapeli: the puzzle's own author and licence
+                licence = desktop_licence(desktop.read_text(errors="replace")) or licence
+            yield Candidate(output_name(source, "_".join(parts)), f"{package}={version}:{rel}", _open_file(path),
+                            licence or "unknown")
+
+
+def fetch_wheel(spec: str, download_dir: Path) -> Optional[Path]:
+    """Download (or reuse) the wheel of ``spec`` (``name==version``) with ``pip download --no-deps``; or None."""
+    name, version = spec.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    wheels = sorted(download_dir.glob(pattern))
+    if not wheels:
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                                 "--dest", str(download_dir), spec], capture_output=True, text=True, check=False)
+        wheels = sorted(download_dir.glob(pattern))
+        if result.returncode != 0 or not wheels:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            print(f"  skip {spec}: pip download failed ({message[-1] if message else 'no output'})")
+            return None
+    return wheels[-1]
+
+
+def _from_zip(wheel: Path, member: str) -> Callable[[], Image.Image]:
+    def load() -> Image.Image:
+        with zipfile.ZipFile(wheel) as zf, Image.open(io.BytesIO(zf.read(member))) as im:
+            im.load()
+            return im.copy()
+
+    return load
+
+
+def wheel_candidates(download_dir: Path, versions: Dict[str, str]) -> Iterator[Candidate]:
+    """Images read from the PyPI wheels in ``WHEEL_IMAGES`` (downloaded, never installed)."""
+    for spec, (source, members, licence) in WHEEL_IMAGES.items():
+        wheel = fetch_wheel(spec, download_dir)
+        if wheel is None:
+            continue
+        versions[spec.split("==")[0]] = spec.split("==")[1]
+        for member in members:
+            yield Candidate(output_name(source, Path(member).stem), f"{wheel.name}:{member}",
+                            _from_zip(wheel, member), licence)
+
+
+def gradio_candidates(versions: Dict[str, str]) -> Iterator[Candidate]:
+    """The sample photos of the installed gradio package (located without importing gradio, which is slow)."""
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("gradio")
+    if spec is None or not spec.submodule_search_locations:
+        print("  skip gradio: not installed (pip install gradio)")
+        return
+    versions["gradio"] = importlib.metadata.version("gradio")
+    root = Path(list(spec.submodule_search_locations)[0])
+    for rel in GRADIO_IMAGES:
+        path = root / rel
+        if path.is_file():
+            yield Candidate(output_name("gradio", path.stem), f"gradio {rel}", _open_file(path),
+                            "Apache-2.0 (gradio package)")
 
 
 def python_package_candidates(versions: Dict[str, str]) -> Iterator[Candidate]:
@@ -328,7 +503,9 @@ def python_package_candidates(versions: Dict[str, str]) -> Iterator[Candidate]:
             return load
 
         for name in SKIMAGE_IMAGES:
-            yield Candidate(output_name("skimage", name), f"skimage.data.{name}()", _from_array(skimage_loader(name)))
+            out = output_name("skimage", name)
+            yield Candidate(out, f"skimage.data.{name}()", _from_array(skimage_loader(name)),
+                            PYTHON_LICENCES.get(out, "unknown"))
     try:
         import sklearn
         from sklearn.datasets import load_sample_image
@@ -337,8 +514,9 @@ def python_package_candidates(versions: Dict[str, str]) -> Iterator[Candidate]:
     else:
         versions["scikit-learn"] = sklearn.__version__
         for name in SKLEARN_IMAGES:
-            yield Candidate(output_name("sklearn", Path(name).stem), f"sklearn load_sample_image('{name}')",
-                            _from_array(lambda n=name: load_sample_image(n)))
+            out = output_name("sklearn", Path(name).stem)
+            yield Candidate(out, f"sklearn load_sample_image('{name}')",
+                            _from_array(lambda n=name: load_sample_image(n)), PYTHON_LICENCES.get(out, "unknown"))
     try:
         import matplotlib
         from matplotlib import cbook
@@ -348,8 +526,9 @@ def python_package_candidates(versions: Dict[str, str]) -> Iterator[Candidate]:
         versions["matplotlib"] = matplotlib.__version__
         for name in MATPLOTLIB_IMAGES:
             path = Path(cbook.get_sample_data(name, asfileobj=False))
-            yield Candidate(output_name("matplotlib", Path(name).stem), f"matplotlib sample_data/{name}",
-                            _open_file(path))
+            out = output_name("matplotlib", Path(name).stem)
+            yield Candidate(out, f"matplotlib sample_data/{name}", _open_file(path),
+                            PYTHON_LICENCES.get(out, "unknown"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -377,13 +556,14 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}_staging_", dir=output_dir.parent))
     versions: Dict[str, str] = {}
-    rows: List[Tuple[str, str, str, str, str, str]] = []  # split, file, size, file sha, pixel sha, origin
+    rows: List[Tuple[str, ...]] = []  # split, file, size, file sha, pixel sha, origin, licence
     skipped: List[Tuple[str, str]] = []
     seen: Dict[str, str] = {}
     per_source: Dict[str, int] = {}
     try:
         print(f"collecting images (downloads in {download_dir})")
-        candidates = list(debian_candidates(download_dir, versions)) + list(python_package_candidates(versions))
+        candidates = (list(debian_candidates(download_dir, versions)) + list(python_package_candidates(versions))
+                      + list(gradio_candidates(versions)) + list(wheel_candidates(download_dir, versions)))
         names = [c.name for c in candidates]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
@@ -417,7 +597,7 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
             rel = f"{split}/{cand.name}.png"
             (staging / rel).write_bytes(data)
             rows.append((split, rel, f"{image.width}x{image.height}", hashlib.sha256(data).hexdigest(),
-                         pixel_hash(np.asarray(image)), cand.origin))
+                         pixel_hash(np.asarray(image)), cand.origin, cand.licence))
             source = cand.name.split("_", 1)[0]
             per_source[source] = per_source.get(source, 0) + 1
 
@@ -431,7 +611,7 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
             for k in sorted(versions):
                 f.write(f"# source {k}={versions[k]}\n")
             f.write(f"# sha256 files={files_digest}\n# sha256 pixels={pixels_digest}\n")
-            f.write("split\tfile\tsize\tsha256\tpixels_sha256\torigin\n")
+            f.write("split\tfile\tsize\tsha256\tpixels_sha256\torigin\tlicence\n")
             for r in rows:
                 f.write("\t".join(r) + "\n")
         # Replace the previous build only once the new one is complete.
@@ -446,8 +626,10 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
 
     counts = {s: sum(1 for r in rows if r[0] == s) for s in ("train", "test")}
     total_bytes = sum((output_dir / r[1]).stat().st_size for r in rows)
+    megapixels = {s: sum(int(r[2].split("x")[0]) * int(r[2].split("x")[1]) for r in rows if r[0] == s) / 1e6
+                  for s in ("train", "test")}
     return dict(output_dir=str(output_dir), counts=counts, per_source=per_source, skipped=skipped,
-                test=[r[1] for r in rows if r[0] == "test"], total_bytes=total_bytes, versions=versions,
+                test=[r[1] for r in rows if r[0] == "test"], total_bytes=total_bytes, megapixels=megapixels, versions=versions,
                 files_sha256=files_digest, pixels_sha256=pixels_digest,
                 downloads=None if temp_downloads else str(download_dir))
 
@@ -478,6 +660,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"held out (test): {', '.join(Path(p).stem for p in summary['test'])}")
     print(f"wrote {summary['counts']['train']} train + {summary['counts']['test']} test images, "
           f"{summary['total_bytes'] / 2**20:.1f} MiB, to {summary['output_dir']}")
+    print(f"megapixels (after --max_side): train {summary['megapixels']['train']:.2f}, "
+          f"test {summary['megapixels']['test']:.2f}")
     if summary["downloads"]:
         print(f"downloads kept in {summary['downloads']}")
     print(f"sha256 files:  {summary['files_sha256']}")
