@@ -358,6 +358,60 @@ def test_demo_split_is_deterministic_and_fixed():
     assert P.split_for("custom", held_out=("custom",)) == "test"
 
 
+def test_demo_second_held_out_list_adds_to_the_first():
+    # The first model's ten held-out photos stay held out (its numbers stay comparable); the second list only adds.
+    assert len(P.HELD_OUT) == 10 and "matplotlib_grace_hopper" in P.HELD_OUT
+    assert all(P.split_for(n) == "test" for n in P.HELD_OUT + P.HELD_OUT_2)
+    assert not set(P.HELD_OUT_2) & set(P.HELD_OUT)
+    assert not set(P.HELD_OUT_2) & set(P.EXCLUDE) and all(P.exclusion_reason(n) is None for n in P.HELD_OUT_2)
+    sources = {n.split("_", 1)[0] for n in P.HELD_OUT_2}
+    assert sources <= {prefix for prefix, _ in P.DEBIAN_SOURCES.values()} | {"gradio"} | {
+        prefix for prefix, _, _ in P.WHEEL_IMAGES.values()}
+    # the sets reserved for independent evaluation are never a source
+    assert not {"mate-backgrounds", "plasma-workspace-wallpapers"} & set(P.DEBIAN_PACKAGES)
+
+
+DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: wallpapers
+
+Files: *
+Copyright: 2020 Someone
+License: GPL-3+
+ The licence text continues here.
+
+Files: 16.04/bridge.jpg
+ 16.04/tower.jpg
+Copyright: 2018 A Photographer
+License: CC-BY-SA-4.0
+
+Files: debian/*
+Copyright: 2021 A Maintainer
+License: Expat
+"""
+
+
+def test_dep5_licence_last_matching_stanza_wins_and_tails_match():
+    stanzas = P.parse_dep5(DEP5)
+    assert stanzas == [(("*",), "GPL-3+"), (("16.04/bridge.jpg", "16.04/tower.jpg"), "CC-BY-SA-4.0"),
+                       (("debian/*",), "Expat")]
+    assert P.dep5_licence(stanzas, "usr/share/backgrounds/16.04/tower.jpg") == "CC-BY-SA-4.0"  # a tail matches
+    assert P.dep5_licence(stanzas, "usr/share/backgrounds/other.jpg") == "GPL-3+"
+    # no stanza matches by path: a wildcard-free file name decides (installed flat, listed under 16.04/) ...
+    without_star = [s for s in stanzas if s[0] != ("*",)]
+    assert P.dep5_licence(without_star, "usr/share/backgrounds/bridge.jpg") == "CC-BY-SA-4.0"
+    # ... but "debian/*" does not match every file by its "*" name, and an unlisted file has no licence
+    assert P.dep5_licence(without_star, "usr/share/backgrounds/other.jpg") is None
+    assert P.parse_dep5("no stanzas here") == []
+
+
+def test_desktop_licence_reads_kde_plugin_fields():
+    text = "[Desktop Entry]\nName=Bee\nName[de]=Biene\nX-KDE-PluginInfo-Author=J. Severns\n" \
+           "X-KDE-PluginInfo-License=Public Domain\n"
+    assert P.desktop_licence(text) == "Public Domain (J. Severns)"
+    assert P.desktop_licence("X-KDE-PluginInfo-License=FDL\n") == "FDL"
+    assert P.desktop_licence("[Desktop Entry]\nName=x\n") is None
+
+
 def test_demo_naming_filtering_and_sizes():
     assert P.output_name("lomiri", "Wine by J.Mede") == "lomiri_Wine_by_J_Mede"
     assert P.exclusion_reason("opencv_starry_night") == "painting"
