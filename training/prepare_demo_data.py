@@ -629,7 +629,8 @@ def build(output_dir: Path, max_side: int = DEFAULT_MAX_SIDE, download_dir: Opti
     megapixels = {s: sum(int(r[2].split("x")[0]) * int(r[2].split("x")[1]) for r in rows if r[0] == s) / 1e6
                   for s in ("train", "test")}
     return dict(output_dir=str(output_dir), counts=counts, per_source=per_source, skipped=skipped,
-                test=[r[1] for r in rows if r[0] == "test"], total_bytes=total_bytes, megapixels=megapixels, versions=versions,
+                test=[r[1] for r in rows if r[0] == "test"], total_bytes=total_bytes, megapixels=megapixels,
+                versions=versions,
                 files_sha256=files_digest, pixels_sha256=pixels_digest,
                 downloads=None if temp_downloads else str(download_dir))
 
