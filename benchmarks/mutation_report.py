@@ -50,7 +50,7 @@ MODULES = {
                BITE + "test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits"],
     # The package-hidden load runs the shipped code in a subprocess from another folder, where mutmut's stats run
     # cannot find its configuration (it fails the stats run); the in-process loads cover the same code.
-    "remote_code": ["tests/test_remote_code.py", "tests/test_export_pipeline.py",
+    "remote_code": ["tests/test_remote_code_index.py", "tests/test_remote_code.py", "tests/test_export_pipeline.py",
                     BITE + "test_shipped_code_runs_tiling_lr_consistency_and_strength_like_the_package",
                     "--deselect", "tests/test_remote_code.py::test_c_trust_remote_code_without_the_package"],
     "uncertainty": ["tests/test_uncertainty_maps.py", "tests/test_uncertainty.py", "tests/test_features_edges.py",
