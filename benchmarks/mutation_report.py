@@ -60,7 +60,7 @@ MODULES = {
                       "tests/test_cli_features.py::test_interpolate_gif_and_strip",
                       BITE + "test_interpolation_frames_start_from_the_slerp_of_the_two_noises",
                       BITE + "test_cli_interpolate_writes_the_api_frames"],
-    "fusion": ["tests/test_fusion.py", "tests/test_features_edges.py",
+    "fusion": ["tests/test_fusion_inputs.py", "tests/test_fusion.py", "tests/test_features_edges.py",
                "tests/test_cli_features.py::test_fuse_writes_the_sr_size_and_checks_the_mask",
                BITE + "test_fusion_feather_profile_on_the_output",
                BITE + "test_fusion_brings_the_reference_to_the_next_steps_noise_level",
