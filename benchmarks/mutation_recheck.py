@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -103,7 +102,6 @@ def main() -> None:
             print(f"  left: {name}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
-    os.environ.pop("MUTANT_UNDER_TEST", None)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ from training.run_setup import make_accelerator, plan_steps, start_trackers  # n
 from training.sampler import ShardedEpochSampler  # noqa: E402
 from training.validation import Validator, load_validation_pairs, run_validation, validation_scheduler  # noqa: E402
 
+from sradm_diffusers.commands.runtime import Terminated, raise_terminated  # noqa: E402
+
 _validation_scheduler = validation_scheduler  # the 0.1 name
 _read_state = read_state  # the 0.1 name
 
@@ -141,14 +143,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return finish_run(args, accelerator, inner, frozen_encoder, ema, validator, position)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like SIGINT so that the same cleanup (unfinished checkpoint or export folders) runs."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def _fail(message: str, status: int) -> None:
     """Print the one-line error and exit. Under ``accelerate launch`` (which then adds its own CalledProcessError
     traceback, unless it was given ``--quiet``) a second line says that this line is the cause."""
@@ -167,7 +161,7 @@ def _fail(message: str, status: int) -> None:
 def run_script() -> None:
     """``python training/train.py``: :func:`main` with one ``error:`` line and the exit statuses of :data:`EXIT_OK`
     ... instead of a traceback; SIGTERM stops like SIGINT (exit 143 / 130)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         main()
     except ValueError as error:

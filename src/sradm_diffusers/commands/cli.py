@@ -20,19 +20,11 @@ from ..defaults import (
 )
 from ..resources import SAMPLE_IMAGE
 from .files import check_output_file
-from .runtime import DEFAULT_MODEL, UsageError, one_line
+from .runtime import DEFAULT_MODEL, Terminated, UsageError, one_line, raise_terminated
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that the same cleanup (temporary files) runs."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -324,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # diffusers may import transformers: keep stderr clean
     parser = build_parser()
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
     try:

@@ -31,6 +31,16 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 """``--dtype`` name -> the ``torch`` dtype's attribute name (:func:`torch_dtype`)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that the same cleanup runs (temporary image files in
+    ``sradm``, unfinished checkpoint or export folders in ``training/train.py``)."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """SIGTERM handler: raise :class:`Terminated` where the process was."""
+    raise Terminated()
+
+
 class UsageError(ValueError):
     """A bad option, model or output location: reported in one line, exit status 2."""
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import Any, NamedTuple
 
 # No torch, numpy or diffusers at import time: ``sradm --help``, ``--version`` and argument errors read this
 # module's constants only, and must answer at once (issue 19). The functions that need them import them.
@@ -132,18 +133,34 @@ def _output_targets(plan, path: str, scale: int, samples: int, uncertainty: bool
     return targets
 
 
-def _sample(pipe, image, settings, num_steps: int, generators, count: int, reporter, dtype: str, device):
+class _RunOptions(NamedTuple):
+    """What every input of one ``sradm upscale`` run is sampled with (resolved once, before the first image)."""
+
+    settings: Any  # defaults.SamplingSettings
+    num_steps: int
+    samples: int
+    seed: int | None
+    uncertainty: bool
+    tile: int | None
+    tile_overlap: int
+    device: Any  # torch.device
+    dtype: str
+    reporter: Any  # runtime.StepReporter or None
+
+
+def _sample(pipe, image, options: _RunOptions, generators, count: int):
     """``count`` SR images of ``image`` as PIL; a failure becomes a UsageError (unsupported dtype) or ImageError."""
     try:
         return pipe(
-            image, num_inference_steps=num_steps, generator=generators, num_images_per_prompt=count,
-            output_type="pil", callback_on_step_end=reporter, lr_consistency=settings.lr_consistency,
-            strength=settings.strength,
+            image, num_inference_steps=options.num_steps, generator=generators, num_images_per_prompt=count,
+            output_type="pil", callback_on_step_end=options.reporter,
+            lr_consistency=options.settings.lr_consistency, strength=options.settings.strength,
         ).images
     except RuntimeError as error:
         if is_dtype_unsupported(error):
+            dtype = options.dtype
             raise UsageError(
-                f"--dtype {dtype} is not supported on {device.type} by this torch build "
+                f"--dtype {dtype} is not supported on {options.device.type} by this torch build "
                 f"({one_line(error)}); use --dtype fp32{' or bf16' if dtype == 'fp16' else ''}."
             ) from error
         raise ImageError(f"upscaling failed: {one_line(error)}") from error
@@ -151,30 +168,25 @@ def _sample(pipe, image, settings, num_steps: int, generators, count: int, repor
         raise ImageError(one_line(error)) from error
 
 
-def _upscale_file(pipe, path: str, targets: list[str], options: dict, written_keys: dict[str, str]) -> int:
+def _upscale_file(pipe, path: str, targets: list[str], options: _RunOptions, written_keys: dict[str, str]) -> int:
     """Load ``path``, sample it (in memory-sized batches) and write ``targets``; returns the number of files written.
-
-    ``options``: ``settings``, ``num_steps``, ``samples``, ``seed``, ``uncertainty``, ``tile``, ``tile_overlap``,
-    ``device``, ``dtype``, ``reporter``. Raises ImageError for this input (the run goes on) or UsageError.
-    """
+    Raises ImageError for this input (the run goes on) or UsageError."""
     import numpy as np
     import torch
 
     from ..extras.uncertainty import summary_images
 
-    samples = options["samples"]
+    samples = options.samples
     image = load_image(path)
-    apply_tiling_policy(pipe, image.width, image.height, options["tile"], options["tile_overlap"], options["device"],
-                        path)
-    generators = sample_generators(options["seed"], samples)
+    apply_tiling_policy(pipe, image.width, image.height, options.tile, options.tile_overlap, options.device, path)
+    generators = sample_generators(options.seed, samples)
     written, kept = 0, []
-    for start, count in sample_batches(pipe, image, samples, options["device"]):
-        images = _sample(pipe, image, options["settings"], options["num_steps"],
-                         None if generators is None else generators[start : start + count], count,
-                         options["reporter"], options["dtype"], options["device"])
+    for start, count in sample_batches(pipe, image, samples, options.device):
+        batch_generators = None if generators is None else generators[start : start + count]
+        images = _sample(pipe, image, options, batch_generators, count)
         written += _write_outputs(images, targets[start : start + count], path, written_keys)
-        kept += images if options["uncertainty"] else []
-    if options["uncertainty"]:  # mean and std of the K written (8-bit) samples
+        kept += images if options.uncertainty else []
+    if options.uncertainty:  # mean and std of the K written (8-bit) samples
         stack = torch.from_numpy(np.stack([np.asarray(im) for im in kept])).permute(0, 3, 1, 2) / 255
         written += _write_outputs(summary_images(stack), targets[samples:], path, written_keys)
     return written
@@ -222,8 +234,8 @@ def run_upscale(
     files = drop_previous_outputs(files, expanded, scale)
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
     reporter = None if sys.stderr.isatty() else StepReporter()
-    options = dict(settings=settings, num_steps=num_steps, samples=samples, seed=seed, uncertainty=uncertainty,
-                   tile=tile, tile_overlap=tile_overlap, device=torch_device, dtype=dtype, reporter=reporter)
+    options = _RunOptions(settings, num_steps, samples, seed, uncertainty, tile, tile_overlap, torch_device, dtype,
+                          reporter)
 
     input_keys = {os.path.realpath(p) for p in files}
     written_keys: dict[str, str] = {}
