@@ -45,7 +45,11 @@ MODULES = {
     "rrdb_start": ["tests/test_rrdb_start.py", "tests/test_few_step.py", "tests/test_features_edges.py",
                    BITE + "test_cli_default_is_unipc_11_steps_strength_082_and_9_unet_calls"],
     "lr_consistency": ["tests/test_lr_consistency.py", BITE + "test_lr_consistency_back_projects_at_every_step"],
-    "tiling": ["tests/test_tiling.py", "tests/test_offload.py",
+    # The seam measure's control test checks the measure on flat weights, not the tiling code; it costs a mutant that
+    # survives the rest 5 s, as long as all of test_offload.py.
+    "tiling": ["tests/test_tile_weights.py", "tests/test_tile_geometry.py", "tests/test_tiling.py",
+               "tests/test_offload.py",
+               "--deselect", "tests/test_tiling.py::test_the_seam_measure_detects_unblended_tiles",
                BITE + "test_tiled_sampling_under_model_offload_runs_every_module_inside_its_hook",
                BITE + "test_tiling_lowers_the_memory_estimate_so_a_refused_image_fits"],
     # The package-hidden load runs the shipped code in a subprocess from another folder, where mutmut's stats run
