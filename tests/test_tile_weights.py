@@ -48,6 +48,7 @@ def test_ramps_are_the_raised_cosine_sampled_at_pixel_centres(ramp):
     [
         (Tile(0, 16, 0, 16), (False, True), (False, True)),  # top-left corner tile
         (Tile(1, 17, 0, 16), (True, True), (False, True)),  # one pixel below the top edge: its top is shared
+        (Tile(0, 16, 1, 17), (False, True), (True, True)),  # one pixel right of the left edge: its left is shared
         (Tile(24, 40, 48, 64), (True, False), (True, False)),  # ends on the canvas' bottom and right edges
         (Tile(24, 39, 47, 63), (True, True), (True, True)),  # one pixel short of both: all four sides shared
         (Tile(0, 40, 0, 64), (False, False), (False, False)),  # the whole canvas: weight 1 everywhere

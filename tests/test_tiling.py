@@ -59,6 +59,7 @@ def measured_radius(module_fn, channels: int, size: int) -> int:
         dict(num_features=8, num_blocks=2, growth_channels=8),  # tiny
         dict(num_features=4, num_blocks=5, growth_channels=4),  # the demo model's depth (width does not matter)
         dict(num_features=4, num_blocks=4, growth_channels=4, feature_stride=2),  # trunk output not selected
+        dict(num_features=4, num_blocks=4, growth_channels=4, feature_stride=3),  # deepest feature: block 3 of 4
     ],
 )
 def test_encoder_halo_is_its_receptive_field(encoder_config):
