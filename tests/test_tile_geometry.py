@@ -128,5 +128,6 @@ def test_an_overlap_past_its_bounds_is_rejected_with_a_valid_suggestion(tile_siz
     with pytest.raises(ValueError, match="less than half of tile_size") as error:
         check_tile_arguments(tile_size, tile_overlap)
     suggestion = re.search(r"e\.g\. tile_overlap=(\S+)\)", str(error.value)).group(1)
-    check_tile_arguments(tile_size, int(suggestion))  # the value offered is an integer that is accepted
-    assert suggestion == str(int(suggestion))
+    # The value offered is the largest overlap under a quarter of the tile, written as an integer.
+    assert suggestion == str(max(k for k in range(tile_size) if 4 * k < tile_size))
+    check_tile_arguments(tile_size, int(suggestion))

@@ -50,7 +50,9 @@ def _pil_to_array(image: PIL.Image.Image) -> np.ndarray:
                 "8-bit) before upscaling."
             )
         return np.repeat(grey[..., None] / 255.0, 3, axis=-1)
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
+    if mode == "La":  # premultiplied: Pillow converts it to LA (un-premultiplied) and to nothing else
+        image, mode = image.convert("LA"), "LA"
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa") or (mode == "P" and "transparency" in image.info)
     array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
     return _composite_on_white(array) if has_alpha else array
 
