@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import re
 
 PACKAGE = "sradm_diffusers"
 #: Modules that only the installed package runs; never copied into shipped code.
@@ -36,6 +37,22 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     if node.level > 1:
         parts = parts[: len(parts) - (node.level - 1)]
     return ".".join(parts + ([node.module] if node.module else []))
+
+
+# A source line with its ending, as the parser counts lines (only \r\n, \r and \n end one; str.splitlines also
+# splits on form feeds and other separators).
+_SOURCE_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def _source_segment(lines: list[str], node: ast.AST) -> str:
+    """``ast.get_source_segment`` over source already split by ``_SOURCE_LINE`` (that function splits the whole
+    source at every call: quadratic in the module's size when called for every statement)."""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        return lines[first].encode()[node.col_offset : node.end_col_offset].decode()
+    head = lines[first].encode()[node.col_offset :].decode()
+    tail = lines[last].encode()[: node.end_col_offset].decode()
+    return "".join([head, *lines[first + 1 : last], tail])
 
 
 def _module_scope(body: list[ast.stmt]):
@@ -84,14 +101,14 @@ class _Module:
 
     def bindings(self) -> dict[str, str]:
         """Top-level name -> source of the statement that binds it (the shipped file's one namespace)."""
-        found = {}
+        found, lines = {}, _SOURCE_LINE.findall(self.text)
         for node in _module_scope(self.tree.body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                found[node.name] = ast.get_source_segment(self.text, node)
+                found[node.name] = _source_segment(lines, node)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for name in (n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)):
-                    found[name] = ast.get_source_segment(self.text, node)
+                    found[name] = _source_segment(lines, node)
             elif isinstance(node, ast.Import):  # what a name is bound to, so that equal imports agree
                 for a in node.names:
                     found[a.asname or a.name.split(".")[0]] = f"import {a.name if a.asname else a.name.split('.')[0]}"
