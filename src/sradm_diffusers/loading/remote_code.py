@@ -34,7 +34,7 @@ def component_module_name(model_class: type) -> str:
     name of the file it came from.
     """
     module = model_class.__module__.rsplit(".", 1)[-1]
-    return module if not INSTALLED or module.startswith("sradm_") else f"sradm_{module}"
+    return f"sradm_{module}" if INSTALLED else module
 
 
 def _shipped_file(model_class: type) -> str:
