@@ -60,12 +60,10 @@ def write_remote_code(pipeline, folder: str | os.PathLike) -> list[str]:
     if ours(pipeline_class):
         written[f"{PIPELINE_MODULE}.py"] = pipeline_class
         index["_class_name"] = [PIPELINE_MODULE, pipeline_class.__name__]
-    for name in pipeline.components:
-        entry, component = index.get(name), getattr(pipeline, name)
-        if not (isinstance(entry, list) and entry[0] is not None and component is not None):
-            continue
+    for name, component in pipeline.components.items():  # the pipeline's models and scheduler, none optional
+        library = index[name][0]  # save_pretrained writes [library or module, class name] for each
+        in_package = library == PACKAGE if INSTALLED else library.startswith("diffusers_modules.")
         component_class = type(component)
-        in_package = entry[0] == PACKAGE if INSTALLED else entry[0].startswith("diffusers_modules.")
         if in_package and ours(component_class):
             module = component_module_name(component_class)
             written[f"{name}/{module}.py"] = component_class
