@@ -1,0 +1,107 @@
+"""Re-test survivors that mutmut cannot switch on: mutants of code that runs only as shipped code or in subprocesses.
+
+    python benchmarks/mutation_report.py --modules remote_code        # the run (leaves /tmp/sradm-mutation/...)
+    python benchmarks/mutation_patched.py --module remote_code \\
+        --tests tests/test_remote_code.py::test_c_trust_remote_code_without_the_package --mutants write_remote_code
+
+mutmut's trampoline activates a mutant only where the function runs under its installed module name. The code a
+saved folder ships (``loading/remote_code.py`` inlined into ``pipeline_sradm.py``) runs under diffusers' module
+names, so its mutants never switch on, and mutmut's own run cannot follow tests into subprocesses it does not
+configure. Here each surviving mutant's diff (``mutmut show``) is written into a fresh copy of the repository, as
+plain source, and the tests run in a new interpreter with that copy first on ``PYTHONPATH``: the shipped files
+generated from it and every subprocess carry the mutation. Prints one line per mutant (killed / survived) and the
+count; ``--json`` writes the names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_report import MODULE_FILES, MODULES, ROOT, mutmut, statuses  # noqa: E402
+
+
+def diff_blocks(diff: str) -> tuple[str, str, str]:
+    """(file, source before, source after) of a one-hunk diff from ``mutmut show``: context and removed lines, and
+    context and added lines."""
+    file = re.search(r"^--- (\S+)$", diff, re.MULTILINE).group(1)
+    before, after = [], []
+    body = diff.split("\n@@", 1)[1].split("\n", 1)[1]
+    for line in body.splitlines():
+        if line.startswith("-"):
+            before.append(line[1:])
+        elif line.startswith("+"):
+            after.append(line[1:])
+        else:  # context (a leading space), or an empty line of the function
+            before.append(line[1:])
+            after.append(line[1:])
+    return file, "\n".join(before) + "\n", "\n".join(after) + "\n"
+
+
+def apply_mutant(original: str, before: str, after: str, name: str) -> str:
+    if original.count(before) != 1:
+        raise SystemExit(f"{name}: its diff's context occurs {original.count(before)} times in the current source "
+                         "(the source changed since the run?); rerun mutation_report.py for this module.")
+    return original.replace(before, after)
+
+
+def run_tests(copy: Path, tests: list[str]) -> int:
+    env = dict(os.environ, PYTHONPATH=f"{copy / 'src'}{os.pathsep}{copy / 'tests'}", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("MUTANT_UNDER_TEST", None)
+    command = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"]
+    return subprocess.run(command, cwd=copy, env=env, capture_output=True).returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", required=True, choices=sorted(MODULES))
+    parser.add_argument("--tests", required=True, help="comma-separated test files or node ids")
+    parser.add_argument("--mutants", default="", help="only survivors whose name contains one of these "
+                                                       "comma-separated strings (default: every survivor)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "sradm-mutation")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    run_copy = args.workdir / args.module
+    if not (run_copy / "mutants").is_dir():
+        raise SystemExit(f"{run_copy} has no finished run: run benchmarks/mutation_report.py --modules {args.module}.")
+    by_status = statuses(run_copy)
+    wanted = [w for w in args.mutants.split(",") if w]
+    survivors = [n for n in by_status.get("survived", []) + by_status.get("no_tests", [])
+                 if not wanted or any(w in n for w in wanted)]
+    tests = [t.strip() for t in args.tests.split(",") if t.strip()]
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "tree"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants",
+                                                                    ".venv"))
+        target = copy / "src" / "sradm_diffusers" / MODULE_FILES[args.module]
+        original = target.read_text(encoding="utf-8")
+        if run_tests(copy, tests) != 0:
+            raise SystemExit("The tests fail with no mutant applied; fix them first.")
+        results = {}
+        for name in survivors:
+            _, before, after = diff_blocks(mutmut(run_copy, "show", name, capture=True).stdout)
+            target.write_text(apply_mutant(original, before, after, name), encoding="utf-8")
+            start = time.monotonic()
+            code = run_tests(copy, tests)
+            results[name] = "killed" if code == 1 else "survived" if code == 0 else f"error (pytest exit {code})"
+            print(f"{results[name]:<10}{time.monotonic() - start:6.1f}s  {name}", flush=True)
+        target.write_text(original, encoding="utf-8")
+    killed = sum(r == "killed" for r in results.values())
+    print(f"{args.module}: {killed} of {len(results)} re-tested survivors killed by {', '.join(tests)}")
+    if args.json:
+        args.json.write_text(json.dumps({"module": args.module, "tests": tests, "results": results}, indent=1),
+                             encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
