@@ -30,28 +30,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutation_report import MODULE_FILES, MODULES, ROOT, mutmut, statuses  # noqa: E402
 
 
-def diff_blocks(diff: str) -> tuple[str, str, str]:
-    """(file, source before, source after) of a one-hunk diff from ``mutmut show``: context and removed lines, and
-    context and added lines."""
+def diff_lines(diff: str) -> tuple[str, list[tuple[str, str]]]:
+    """(file, [(tag, line)]) of a one-hunk diff from ``mutmut show``; tag is " " (context), "-" or "+"."""
     file = re.search(r"^--- (\S+)$", diff, re.MULTILINE).group(1)
-    before, after = [], []
     body = diff.split("\n@@", 1)[1].split("\n", 1)[1]
-    for line in body.splitlines():
-        if line.startswith("-"):
-            before.append(line[1:])
-        elif line.startswith("+"):
-            after.append(line[1:])
-        else:  # context (a leading space), or an empty line of the function
-            before.append(line[1:])
-            after.append(line[1:])
-    return file, "\n".join(before) + "\n", "\n".join(after) + "\n"
+    return file, [(line[:1] or " ", line[1:]) for line in body.splitlines()]
 
 
-def apply_mutant(original: str, before: str, after: str, name: str) -> str:
-    if original.count(before) != 1:
-        raise SystemExit(f"{name}: its diff's context occurs {original.count(before)} times in the current source "
-                         "(the source changed since the run?); rerun mutation_report.py for this module.")
-    return original.replace(before, after)
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def apply_mutant(original: str, lines: list[tuple[str, str]], name: str) -> str:
+    """``original`` with the hunk ``lines`` applied. mutmut shows a method dedented to the top level (but the inner
+    lines of its strings as they are), so the hunk is found by comparing lines without their indentation, and the
+    added lines are indented by the offset of the hunk's first line."""
+    source = original.splitlines(keepends=True)
+    old = [text for tag, text in lines if tag != "+"]
+    matches = [i for i in range(len(source) - len(old) + 1)
+               if all(source[i + k].strip() == text.strip() for k, text in enumerate(old))]
+    if len(matches) != 1:
+        raise SystemExit(f"{name}: its diff's context is found {len(matches)} times in the current source (the "
+                         "source changed since the run?); rerun mutation_report.py for this module.")
+    at = matches[0]
+    offset = " " * (_indent(source[at]) - _indent(old[0]))
+    result, k = source[:at], at
+    for tag, text in lines:
+        if tag == " ":
+            result.append(source[k])
+            k += 1
+        elif tag == "-":
+            k += 1
+        else:
+            result.append(offset + text + "\n")
+    mutated = "".join(result + source[k:])
+    compile(mutated, name, "exec")  # a hunk applied at the wrong indent would fail here, not count as a kill
+    return mutated
 
 
 def run_tests(copy: Path, tests: list[str]) -> int:
@@ -89,8 +103,8 @@ def main() -> None:
             raise SystemExit("The tests fail with no mutant applied; fix them first.")
         results = {}
         for name in survivors:
-            _, before, after = diff_blocks(mutmut(run_copy, "show", name, capture=True).stdout)
-            target.write_text(apply_mutant(original, before, after, name), encoding="utf-8")
+            _, lines = diff_lines(mutmut(run_copy, "show", name, capture=True).stdout)
+            target.write_text(apply_mutant(original, lines, name), encoding="utf-8")
             start = time.monotonic()
             code = run_tests(copy, tests)
             results[name] = "killed" if code == 1 else "survived" if code == 0 else f"error (pytest exit {code})"
