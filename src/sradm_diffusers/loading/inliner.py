@@ -73,6 +73,7 @@ class _Module:
         self.name = name
         self.text, self.is_package = _source(name)
         self.tree = ast.parse(self.text, filename=name)
+        self.lines = _SOURCE_LINE.findall(self.text)  # numbered as the parser numbers them
         self.relative: list[tuple[ast.ImportFrom, str, bool]] = []  # (node, target module, at top level)
         top = {id(node) for node in self.tree.body}
         for node in ast.walk(self.tree):
@@ -101,14 +102,14 @@ class _Module:
 
     def bindings(self) -> dict[str, str]:
         """Top-level name -> source of the statement that binds it (the shipped file's one namespace)."""
-        found, lines = {}, _SOURCE_LINE.findall(self.text)
+        found = {}
         for node in _module_scope(self.tree.body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                found[node.name] = _source_segment(lines, node)
+                found[node.name] = _source_segment(self.lines, node)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for name in (n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)):
-                    found[name] = _source_segment(lines, node)
+                    found[name] = _source_segment(self.lines, node)
             elif isinstance(node, ast.Import):  # what a name is bound to, so that equal imports agree
                 for a in node.names:
                     found[a.asname or a.name.split(".")[0]] = f"import {a.name if a.asname else a.name.split('.')[0]}"
@@ -124,7 +125,7 @@ class _Module:
 
     def inlined_text(self) -> str:
         """The source with relative imports, ``from __future__`` imports and ``__all__`` removed."""
-        lines = self.text.splitlines(keepends=True)
+        lines = list(self.lines)
         removed = {id(node) for node, _, _ in self.relative}
         edits = []  # (first line index, last line index + 1, replacement lines)
         for node in self.tree.body:
