@@ -12,15 +12,14 @@ the break: the gap this suite closes). Prints one line per break: its name, the 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_report import copy_tree, run_pytest  # noqa: E402
 BITE = "tests/test_features_bite.py::"
 PKG = "src/sradm_diffusers/"
 
@@ -121,13 +120,6 @@ BREAKS = [
 ]
 
 
-def pytest(copy: Path, tests: list[str]) -> int:
-    env = dict(os.environ, PYTHONPATH=f"{copy / 'src'}{os.pathsep}{copy}", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
-    return subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True).returncode
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma-separated break names")
@@ -137,7 +129,7 @@ def main() -> None:
     chosen = [b for b in BREAKS if not args.only or b.name in args.only.split(",")]
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
-    shutil.copytree(ROOT, args.workdir, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants"))
+    copy_tree(args.workdir)
     for item in chosen:
         path = args.workdir / item.path
         original = path.read_text(encoding="utf-8")
@@ -146,11 +138,11 @@ def main() -> None:
             continue
         path.write_text(original.replace(item.old, item.new), encoding="utf-8")
         try:
-            failed = pytest(args.workdir, item.tests) != 0
+            failed = run_pytest(args.workdir, item.tests) != 0
             line = f"{item.name:<40} {', '.join(t.split('::')[-1] for t in item.tests)} -> failed: " + (
                 "yes" if failed else "NO")
             if args.control and item.control:
-                line += "; before: " + ("failed" if pytest(args.workdir, item.control) else "passed")
+                line += "; before: " + ("failed" if run_pytest(args.workdir, item.control) else "passed")
             print(line, flush=True)
         finally:
             path.write_text(original, encoding="utf-8")

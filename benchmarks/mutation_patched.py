@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutation_report import MODULE_FILES, MODULES, ROOT, mutmut, statuses  # noqa: E402
+from mutation_report import MODULE_FILES, MODULES, copy_tree, mutmut, run_pytest, statuses  # noqa: E402
 
 
 def diff_lines(diff: str) -> tuple[str, list[tuple[str, str]]]:
@@ -68,14 +65,6 @@ def apply_mutant(original: str, lines: list[tuple[str, str]], name: str) -> str:
     return mutated
 
 
-def run_tests(copy: Path, tests: list[str]) -> int:
-    env = dict(os.environ, PYTHONPATH=f"{copy / 'src'}{os.pathsep}{copy / 'tests'}", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    env.pop("MUTANT_UNDER_TEST", None)
-    command = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"]
-    return subprocess.run(command, cwd=copy, env=env, capture_output=True).returncode
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--module", required=True, choices=sorted(MODULES))
@@ -95,18 +84,17 @@ def main() -> None:
     tests = [t.strip() for t in args.tests.split(",") if t.strip()]
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "tree"
-        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants",
-                                                                    ".venv"))
+        copy_tree(copy)
         target = copy / "src" / "sradm_diffusers" / MODULE_FILES[args.module]
         original = target.read_text(encoding="utf-8")
-        if run_tests(copy, tests) != 0:
+        if run_pytest(copy, tests) != 0:
             raise SystemExit("The tests fail with no mutant applied; fix them first.")
         results = {}
         for name in survivors:
             _, lines = diff_lines(mutmut(run_copy, "show", name, capture=True).stdout)
             target.write_text(apply_mutant(original, lines, name), encoding="utf-8")
             start = time.monotonic()
-            code = run_tests(copy, tests)
+            code = run_pytest(copy, tests)
             results[name] = "killed" if code == 1 else "survived" if code == 0 else f"error (pytest exit {code})"
             print(f"{results[name]:<10}{time.monotonic() - start:6.1f}s  {name}", flush=True)
         target.write_text(original, encoding="utf-8")

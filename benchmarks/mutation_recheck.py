@@ -54,7 +54,7 @@ def recheck(module: str, workdir: Path, tests: list[str] | None = None) -> dict:
     tests_copy = copy / "mutants" / "tests"
     shutil.rmtree(tests_copy)
     shutil.copytree(ROOT / "tests", tests_copy, ignore=shutil.ignore_patterns("__pycache__"))
-    env = environment(copy)
+    env = environment(copy / "mutants")
     env.pop("MUTANT_UNDER_TEST", None)
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(tests or MODULES[module]), json.dumps(survivors)],

@@ -107,13 +107,18 @@ def mutmut_config(module: str, tests: list[str]) -> str:
     ])
 
 
+def copy_tree(dest: Path) -> None:
+    """The whole working tree (tests import training/ and read README.md), without version control, virtual
+    environments, caches or mutmut's output, copied to ``dest``."""
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants", ".venv"))
+
+
 def prepare(module: str, tests: list[str], workdir: Path) -> Path:
     """A fresh copy of the working tree, its pyproject.toml with the module's mutmut table, in ``workdir/module``."""
     copy = workdir / module
     if copy.exists():
         shutil.rmtree(copy)
-    # The whole working tree (tests import training/ and read README.md), without version control or caches.
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "mutants", ".venv"))
+    copy_tree(copy)
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     (copy / "pyproject.toml").write_text(pyproject + mutmut_config(module, tests), encoding="utf-8")
     # mutmut fills these; they must exist when Python starts, or the import system caches "no such folder" for the
@@ -123,15 +128,25 @@ def prepare(module: str, tests: list[str], workdir: Path) -> Path:
     return copy
 
 
-def environment(copy: Path) -> dict[str, str]:
-    """mutmut's environment: the mutated copy first on the path (for subprocesses too), offline, one thread."""
-    path = f"{copy / 'mutants' / 'src'}{os.pathsep}{copy / 'mutants' / 'tests'}"
+def environment(tree: Path) -> dict[str, str]:
+    """The tests' environment: ``tree``'s src and tests first on the path (for subprocesses too), offline, one
+    thread. ``tree`` is a copy's ``mutants`` folder under mutmut, or a plain copy of the repository."""
+    path = f"{tree / 'src'}{os.pathsep}{tree / 'tests'}"
     return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def run_pytest(tree: Path, tests: list[str]) -> int:
+    """pytest's exit code for ``tests`` (stop at the first failure) in a new interpreter, on ``tree`` unmutated by
+    mutmut (no mutant switched on): 0 passed, 1 failed."""
+    env = environment(tree)
+    env.pop("MUTANT_UNDER_TEST", None)
+    command = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"]
+    return subprocess.run(command, cwd=tree, env=env, capture_output=True).returncode
 
 
 def mutmut(copy: Path, *args: str, capture: bool = False):
     command = [sys.executable, "-m", "mutmut", *args]
-    return subprocess.run(command, cwd=copy, env=environment(copy), text=True, capture_output=capture)
+    return subprocess.run(command, cwd=copy, env=environment(copy / "mutants"), text=True, capture_output=capture)
 
 
 def statuses(copy: Path) -> dict[str, list[str]]:
@@ -151,7 +166,7 @@ def run_module(module: str, tests: list[str], workdir: Path, max_children: int, 
     with open(copy / "mutmut.log", "w", encoding="utf-8") as log:
         finished = subprocess.run(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=copy, stdout=log,
-            stderr=subprocess.STDOUT, env=environment(copy),
+            stderr=subprocess.STDOUT, env=environment(copy / "mutants"),
         )
     seconds = time.monotonic() - start
     by_status = statuses(copy)
