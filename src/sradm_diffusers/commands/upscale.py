@@ -234,8 +234,8 @@ def run_upscale(
     files = drop_previous_outputs(files, expanded, scale)
     pipe.set_progress_bar_config(disable=None, leave=False, desc="steps")
     reporter = None if sys.stderr.isatty() else StepReporter()
-    options = _RunOptions(settings, num_steps, samples, seed, uncertainty, tile, tile_overlap, torch_device, dtype,
-                          reporter)
+    options = _RunOptions(settings=settings, num_steps=num_steps, samples=samples, seed=seed, uncertainty=uncertainty,
+                          tile=tile, tile_overlap=tile_overlap, device=torch_device, dtype=dtype, reporter=reporter)
 
     input_keys = {os.path.realpath(p) for p in files}
     written_keys: dict[str, str] = {}
